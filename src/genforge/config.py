@@ -1,0 +1,129 @@
+"""Run configuration: dataclasses, YAML round-trip and ``--set a.b=c`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import yaml
+
+from genforge.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    source: str = "mnist"
+    image_size: int | None = None  # folder: sources are resized and centre-cropped to this (default 64)
+    channels: int | None = None  # folder: sources: 1 (grayscale) or 3 (RGB); None keeps what the files have
+    block_size: int = 256  # text: context length in tokens
+    val_fraction: float = 0.05
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # 0 disables clipping
+    ema_decay: float = 0.999  # 0 disables EMA
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 25
+    sample_every: int = 500  # 0 disables sample grids during training
+    ckpt_every: int = 500
+    grid_size: int = 64  # items in each sample grid
+    max_minutes: float | None = None
+    max_bad_steps: int = 25  # consecutive non-finite losses before stopping
+
+
+@dataclass
+class RunConfig:
+    family: str
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # the family's own Config, as a dict
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train"]["betas"] = list(self.train.betas)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        if not isinstance(d, dict) or "family" not in d:
+            raise ConfigError("config must be a mapping with a 'family' key")
+        return cls(
+            family=d["family"],
+            data=build_dataclass(DataConfig, d.get("data") or {}, "data"),
+            train=build_dataclass(TrainConfig, d.get("train") or {}, "train"),
+            model=dict(d.get("model") or {}),
+        )
+
+
+def build_dataclass(cls: type, values: dict, where: str):
+    """Instantiate ``cls`` from ``values``, naming any unknown key and the keys that exist."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown {where} option(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    kwargs = {}
+    for key, value in values.items():
+        if key == "betas" and value is not None:
+            value = tuple(float(v) for v in value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values are YAML scalars: 3, 0.5, true, null, [1, 2], or plain strings."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` overrides to a config dict (sections: data, train, model)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got '{item}'")
+        path, value = item.split("=", 1)
+        parts = path.strip().split(".")
+        if len(parts) < 2 or parts[0] not in ("data", "train", "model"):
+            raise ConfigError(f"--set key '{path}' must start with data., train. or model.")
+        node = d.setdefault(parts[0], {})
+        for p in parts[1:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = parse_value(value)
+    return d
+
+
+def check_types(cfg: Any, where: str) -> None:
+    """Reject values whose type cannot be what the dataclass field declares (e.g. steps='abc')."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if value is None or default is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            raise ConfigError(f"{where}.{f.name} must be {type(default).__name__}, got {value!r}")

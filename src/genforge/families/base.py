@@ -1,0 +1,71 @@
+"""The contract every family meets, so that one Trainer, one sampler CLI and one web app serve them all.
+
+A family is an ``nn.Module`` built from its own config dataclass and a ``DataSpec``. It declares its
+optimizers by name, and its ``training_step`` *yields* ``(optimizer_name, loss, logs)`` phases: the
+trainer runs backward, clipping, the optimizer step and EMA between yields. A GAN yields the
+discriminator phase first and computes the generator loss after that update; the others yield once.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from genforge.data.spec import DataSpec
+from genforge.errors import ConfigError
+
+Phase = tuple[str, torch.Tensor, dict[str, float]]
+
+
+@dataclass
+class OptimizerGroup:
+    """Parameters one named optimizer steps. ``lr``/``betas``/``weight_decay`` of None take the run's defaults."""
+
+    params: list[nn.Parameter]
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
+    # parameters exempt from weight decay (norms, biases, embeddings), stepped by the same optimizer
+    no_decay: list[nn.Parameter] = field(default_factory=list)
+
+
+class Family(nn.Module, abc.ABC):
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    modalities: ClassVar[tuple[str, ...]] = ("image",)
+    # defaults for TrainConfig fields that suit this family (a user's value always wins)
+    train_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: Any, spec: DataSpec):
+        super().__init__()
+        if spec.modality not in self.modalities:
+            raise ConfigError(
+                f"family '{self.name}' does not handle {spec.modality} data; it handles: {', '.join(self.modalities)}"
+            )
+        self.config = config
+        self.spec = spec
+
+    def optimizer_groups(self) -> dict[str, OptimizerGroup]:
+        return {"main": OptimizerGroup(params=[p for p in self.parameters() if p.requires_grad])}
+
+    @abc.abstractmethod
+    def training_step(self, batch: dict[str, torch.Tensor]) -> Iterator[Phase]:
+        """Yield ``(optimizer_name, loss, logs)`` once per optimizer update of this step."""
+
+    @abc.abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None, **conditions: Any) -> torch.Tensor:
+        """``n`` items in data space: images in [-1, 1] as (n, C, H, W), or token ids as (n, T)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @staticmethod
+    def reject_conditions(family: str, conditions: dict[str, Any]) -> None:
+        unknown = [k for k, v in conditions.items() if v is not None]
+        if unknown:
+            raise ConfigError(f"family '{family}' does not accept {', '.join(unknown)} when sampling")
