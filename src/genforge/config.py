@@ -87,9 +87,15 @@ def build_dataclass(cls: type, values: dict, where: str):
 def parse_value(text: str) -> Any:
     """``--set`` values are YAML scalars: 3, 0.5, true, null, [1, 2], or plain strings."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-4" as a string; users mean a number
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:

@@ -1,0 +1,196 @@
+"""The ``genforge`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from genforge.errors import GenforgeError
+
+app = typer.Typer(
+    help="Train GANs, VAEs, Transformers and Diffusion models on your own data; sample, inspect and compare them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="List and prepare data sources (decoded once, cached under GENFORGE_CACHE).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+FAMILY_HELP = "Model family: diffusion, gan, vae or transformer."
+SOURCE_HELP = "Built-in name (digits, mnist, pycode) or folder:PATH (images) or text:PATH (a text file or folder)."
+
+
+def _echo_err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+def train(
+    family: Optional[str] = typer.Option(None, "--family", "-f", help=FAMILY_HELP),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=SOURCE_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to create (or to continue with --resume)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimisation steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (and checkpoint) after this many minutes."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for initialisation, batches and noise."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="folder: sources: resize and centre-crop to this size."),
+    sets: list[str] = typer.Option([], "--set", "-s", help="Override any config value: section.key=value (sections: data, train, model)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a model: `genforge train --family diffusion --data mnist --out runs/diff`."""
+    from genforge.api import train as train_run
+
+    overrides = list(sets)
+    if image_size is not None:
+        overrides.append(f"data.image_size={image_size}")
+    result = train_run(
+        family, data, out, steps=steps, overrides=overrides, resume=resume, progress=not quiet,
+        batch_size=batch_size, lr=lr, max_minutes=max_minutes, device=device, seed=seed,
+    )
+    if result.stopped_by == "interrupted":
+        _echo_err(f"interrupted at step {result.step}; checkpoint saved. Continue with: genforge train --out {out} --resume")
+        raise typer.Exit(130)
+    note = "" if result.stopped_by == "done" else f" (stopped by {result.stopped_by})"
+    typer.echo(f"trained {result.run.config.family} for {result.step} steps in {result.seconds:.0f}s{note}; run: {out}")
+    if result.bad_steps:
+        typer.echo(f"skipped {result.bad_steps} step(s) with a non-finite loss")
+
+
+@app.command()
+def sample(
+    run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
+    n: int = typer.Option(16, "-n", "--num", help="How many samples."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same settings, same machine: same output."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/generated/seed-S)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text runs: the text to continue."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion: number of sampling steps."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Text runs: tokens to generate."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Text runs: sampling temperature."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Text runs: keep only the k most likely tokens."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Generate samples from a trained run; one file per sample, plus grid.png for images."""
+    from genforge.api import load
+
+    model = load(run, device=device)
+    conditions = {"steps": steps, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k}
+    conditions = {k: v for k, v in conditions.items() if v is not None}
+    out = out or (run / "generated" / f"seed-{seed}")
+    paths = model.save_samples(n, out, seed=seed, prompt=prompt, **conditions)
+    if model.spec.modality == "text":
+        for p in paths:
+            typer.echo(f"--- {p.name}")
+            typer.echo(p.read_text(encoding="utf-8"))
+    typer.echo(f"wrote {len(paths)} samples to {out}")
+
+
+@app.command()
+def info(run: Path = typer.Argument(..., help="Run directory made by `genforge train`.")) -> None:
+    """Show a run's family, data, size, progress and latest metrics."""
+    from genforge.api import load
+
+    model = load(run, device="cpu")
+    cfg = model.run.config
+    from genforge.io import read_metadata
+
+    step = read_metadata(model.run.model_path).get("step", "?")
+    spec = model.spec
+    rows = [
+        ("family", cfg.family),
+        ("data", cfg.data.source),
+        ("data shape", " x ".join(map(str, spec.shape)) + (f" (vocab {spec.vocab_size})" if spec.vocab_size else "")),
+        ("classes", str(spec.num_classes or "none")),
+        ("parameters", f"{model.num_parameters:,}"),
+        ("steps trained", f"{step} of {cfg.train.steps}"),
+    ]
+    last = _last_metrics(model.run.metrics_path)
+    if last:
+        rows.append(("items/s (last)", f"{last.get('items_per_s', 0):,.1f}"))
+        rows += [(k, f"{v:.4f}") for k, v in last.items() if k.endswith("/loss")]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        typer.echo(f"{k:<{width}}  {v}")
+    typer.echo(f"{'model':<{width}}  " + ", ".join(f"{k}={v}" for k, v in cfg.model.items()))
+
+
+def _last_metrics(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    last = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            last = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+    return last
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Built-in sources, and whether each is cached."""
+    from genforge.data import cache_dir, list_sources
+
+    for s in list_sources():
+        mark = "cached" if s.get("cached") else "-"
+        typer.echo(f"{s['name']:<8} {mark:<7} {s['description']}")
+    typer.echo("paths:   folder:PATH (images, labels from sub-folders)   text:PATH (a text file or a folder)")
+    typer.echo(f"cache:   {cache_dir()}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="folder: sources: resize and centre-crop to this size."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="folder: sources: 1 (grayscale) or 3 (RGB)."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", help="text sources: context length in tokens."),
+) -> None:
+    """Decode and cache a source; print its manifest."""
+    from genforge.config import DataConfig
+    from genforge.data import prepare
+
+    cfg = DataConfig(source=source)
+    if image_size is not None:
+        cfg.image_size = image_size
+    if channels is not None:
+        cfg.channels = channels
+    if block_size is not None:
+        cfg.block_size = block_size
+    prepared = prepare(source, cfg)
+    typer.echo(json.dumps(prepared.manifest, indent=2, sort_keys=True))
+    typer.echo(f"cached in {prepared.path}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", "-o", help="Folder for the runs, samples and summary."),
+    minutes: float = typer.Option(10.0, "--minutes", help="Total training budget for the four families."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """The main job: train all four families briefly on built-in data and write one summary."""
+    from genforge.demo import run_demo
+
+    summary = run_demo(out, minutes=minutes, overwrite=overwrite, progress=not quiet, log=typer.echo)
+    typer.echo(f"summary: {summary}")
+
+
+def main() -> None:
+    try:
+        app()
+    except GenforgeError as e:
+        _echo_err(f"error: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _echo_err("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

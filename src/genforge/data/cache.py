@@ -1,0 +1,235 @@
+"""The on-disk cache: each source decoded once into compact arrays plus a manifest.
+
+    $GENFORGE_CACHE/<slug>-<key>/      (default ~/.cache/genforge)
+        manifest.json                  what is here: source, sizes, shapes, classes, vocabulary, statistics
+        train_images.npy  val_images.npy    uint8 (N, C, H, W)          image sources
+        train_labels.npy  val_labels.npy    int64 (N,)                  when the images have labels
+        train.bin  val.bin                  uint16/uint32 token ids     text sources, read back as np.memmap
+        tokenizer.json
+
+The key hashes the source, the preparation parameters and, for sources read from files, each file's
+relative path, size and mtime: edit a file and the next run rebuilds. An entry is built in a temporary
+folder and renamed into place, so a kill never leaves a half-built entry; one that fails its checks
+(disk damage, a hand edit) is deleted and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from genforge.data.images import ImageData, split_indices
+from genforge.data.sources import Source
+from genforge.data.text import TokenizedCorpus
+from genforge.data.tokenizers import CharTokenizer, load_tokenizer
+from genforge.errors import DataError
+from genforge.io import atomic_write_json
+
+FORMAT_VERSION = 1  # bump when the layout changes: old entries then simply stop matching
+
+
+class CorruptEntry(Exception):
+    """A cache entry is unreadable or inconsistent; the caller rebuilds it."""
+
+
+@dataclass
+class Entry:
+    path: Path
+    manifest: dict
+    arrays: dict[str, np.ndarray | None]  # "train_images", "train_labels", ... or "train", "val" token streams
+    tokenizer: CharTokenizer | None = None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GENFORGE_CACHE") or "~/.cache/genforge").expanduser()
+
+
+def fingerprint(root: Path, files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in files:
+        st = path.stat()
+        rel = path.name if root.is_file() else path.relative_to(root).as_posix()
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def entry_path(source: Source, params: dict) -> Path:
+    key = {"format": FORMAT_VERSION, "source": source.canonical, "params": params}
+    files = source.files()
+    if files is not None:
+        key["files"] = fingerprint(source.root, files)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"{source.slug}-{digest}"
+
+
+# ---- building ----------------------------------------------------------------------------------
+def build(path: Path, write: Callable[[Path], dict]) -> None:
+    """Run ``write(tmp)`` into a fresh temporary folder beside ``path``, add its manifest, rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_builds(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{path.name}-", dir=path.parent))
+    try:
+        (tmp / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        manifest = write(tmp)
+        (tmp / "owner.json").unlink()
+        atomic_write_json(tmp / "manifest.json", manifest)  # written last: no manifest, no entry
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not (path / "manifest.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process built the same entry first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_abandoned_builds(parent: Path) -> None:
+    """Delete temporary folders left by builds on this machine whose process has died (killed mid-build)."""
+    host = socket.gethostname()
+    for tmp in parent.glob(".build-*"):
+        try:
+            owner = json.loads((tmp / "owner.json").read_text())
+            if owner["host"] != host:
+                continue
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # still being set up, another machine's, or not ours to judge
+
+
+def write_images(tmp: Path, source: Source, params: dict, data: ImageData, val_fraction: float) -> dict:
+    train_idx, val_idx = split_indices(len(data.images), val_fraction)
+    for split, idx in (("train", train_idx), ("val", val_idx)):
+        np.save(tmp / f"{split}_images.npy", data.images[idx])
+        if data.labels is not None:
+            np.save(tmp / f"{split}_labels.npy", data.labels[idx])
+    train = data.images[train_idx]
+    pixels = train.transpose(1, 0, 2, 3).reshape(train.shape[1], -1)
+    return {
+        **_common(source, params, "image"),
+        "shape": list(data.images.shape[1:]),
+        "sizes": {"train": int(len(train_idx)), "val": int(len(val_idx))},
+        "num_classes": len(data.class_names) if data.labels is not None else None,
+        "class_names": list(data.class_names) if data.labels is not None else [],
+        # per channel, on the [0, 1] scale, over the training split
+        "pixel_mean": [round(float(p.mean(dtype=np.float64)) / 255, 6) for p in pixels],
+        "pixel_std": [round(float(p.std(dtype=np.float64)) / 255, 6) for p in pixels],
+        "skipped": list(data.skipped),
+    }
+
+
+def write_text(tmp: Path, source: Source, params: dict, corpus: TokenizedCorpus) -> dict:
+    corpus.tokenizer.save(tmp / "tokenizer.json")
+    for split in ("train", "val"):
+        getattr(corpus, split).tofile(tmp / f"{split}.bin")
+    tokens = {"train": int(len(corpus.train)), "val": int(len(corpus.val))}
+    return {
+        **_common(source, params, "text"),
+        "vocab_size": corpus.tokenizer.vocab_size,
+        "token_dtype": corpus.train.dtype.name,
+        "sizes": tokens,
+        "tokens": tokens,
+        **corpus.info,
+    }
+
+
+def _common(source: Source, params: dict, modality: str) -> dict:
+    from genforge import __version__
+
+    return {
+        "format": FORMAT_VERSION,
+        "genforge": __version__,
+        "source": source.canonical,
+        "modality": modality,
+        "params": params,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---- reading -----------------------------------------------------------------------------------
+def open_entry(path: Path) -> Entry | None:
+    """The entry at ``path``; None when there is none, or when it was corrupt (it is then deleted, with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        return read_entry(path)
+    except CorruptEntry as e:
+        warnings.warn(f"cache entry {path} is corrupt ({e}); rebuilding it", stacklevel=3)
+        shutil.rmtree(path, ignore_errors=True)
+        return None
+
+
+def read_entry(path: Path) -> Entry:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CorruptEntry(f"manifest.json unreadable: {type(e).__name__}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        raise CorruptEntry("manifest.json is not a genforge cache manifest of this version")
+    try:
+        if manifest["modality"] == "image":
+            return _read_images(path, manifest)
+        if manifest["modality"] == "text":
+            return _read_text(path, manifest)
+    except (KeyError, TypeError) as e:
+        raise CorruptEntry(f"manifest.json lacks {e}") from None
+    raise CorruptEntry(f"unknown modality {manifest.get('modality')!r}")
+
+
+def _read_images(path: Path, manifest: dict) -> Entry:
+    shape = tuple(manifest["shape"])
+    arrays: dict[str, np.ndarray | None] = {}
+    for split in ("train", "val"):
+        n = manifest["sizes"][split]
+        images = _load_npy(path / f"{split}_images.npy")
+        if images.dtype != np.uint8 or images.shape != (n, *shape):
+            raise CorruptEntry(f"{split}_images.npy holds {images.dtype} {images.shape}, expected uint8 {(n, *shape)}")
+        labels = None
+        if manifest["num_classes"] is not None:
+            labels = _load_npy(path / f"{split}_labels.npy")
+            if labels.dtype != np.int64 or labels.shape != (n,):
+                raise CorruptEntry(f"{split}_labels.npy holds {labels.dtype} {labels.shape}, expected int64 ({n},)")
+            if n and (labels.min() < 0 or labels.max() >= manifest["num_classes"]):
+                raise CorruptEntry(f"{split}_labels.npy has labels outside 0..{manifest['num_classes'] - 1}")
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    return Entry(path, manifest, arrays)
+
+
+def _read_text(path: Path, manifest: dict) -> Entry:
+    try:
+        tokenizer = load_tokenizer(path / "tokenizer.json")
+    except DataError as e:
+        raise CorruptEntry(str(e)) from None
+    if tokenizer.vocab_size != manifest["vocab_size"]:
+        raise CorruptEntry(f"tokenizer.json has {tokenizer.vocab_size} tokens, the manifest says {manifest['vocab_size']}")
+    dtype = np.dtype(manifest["token_dtype"])
+    arrays: dict[str, np.ndarray | None] = {}
+    for split in ("train", "val"):
+        file, n = path / f"{split}.bin", manifest["tokens"][split]
+        size = file.stat().st_size if file.is_file() else -1
+        if size != n * dtype.itemsize:
+            raise CorruptEntry(f"{file.name} has {size} bytes, expected {n * dtype.itemsize}")
+        arrays[split] = np.memmap(file, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
+        if n and int(arrays[split].max()) >= tokenizer.vocab_size:
+            raise CorruptEntry(f"{file.name} holds token ids outside the vocabulary")
+    return Entry(path, manifest, arrays, tokenizer)
+
+
+def _load_npy(file: Path) -> np.ndarray:
+    try:
+        return np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise CorruptEntry(f"{file.name} unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -1,0 +1,294 @@
+"""One Trainer for every family.
+
+The family's ``training_step`` yields ``(optimizer_name, loss, logs)`` phases; between yields the
+trainer runs backward, gradient clipping and the optimizer step. After each full step it updates the
+EMA weights, logs, writes sample grids and checkpoints. Every step's randomness (batch choice, noise,
+dropout) is seeded from ``(seed, step)``, so ``--resume`` continues exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from genforge.errors import RunError, TrainingDiverged
+from genforge.families.base import Family
+from genforge.io import save_tensors
+from genforge.runs import Run
+from genforge.train.checkpoint import load_state, save_state, unique_state
+from genforge.train.device import autocast, autocast_dtype, configure_backends, resolve_device
+from genforge.train.ema import EMA
+from genforge.train.schedule import lr_factor
+
+STEP_SEED_MULTIPLIER = 0x9E3779B1  # spreads (seed, step) pairs over the generator's seed space
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * STEP_SEED_MULTIPLIER + step) % (2**63)
+
+
+@dataclass
+class TrainResult:
+    run: Run
+    step: int
+    stopped_by: str  # "done" | "interrupted" | "time budget"
+    seconds: float
+    items_per_s: float
+    last_losses: dict[str, float] = field(default_factory=dict)
+    bad_steps: int = 0
+
+
+class Trainer:
+    """Trains ``family`` on ``data.train`` into ``run``. Library code: no printing except the progress bar."""
+
+    def __init__(
+        self,
+        run: Run,
+        family: Family,
+        data,
+        *,
+        progress: bool = True,
+        on_step: Callable[["Trainer", int], None] | None = None,
+    ):
+        self.run = run
+        self.cfg = run.config.train
+        self.data = data
+        self.progress = progress
+        self.on_step = on_step
+        self.device = resolve_device(self.cfg.device)
+        configure_backends(self.device)
+        self.amp_dtype = autocast_dtype(self.device, self.cfg.precision)
+        self.family = family.to(self.device)
+        self.step_fn = self.family
+        self.ema = EMA(self.family, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
+        self.optimizers = self._build_optimizers()
+        self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
+        self.step = 0
+        self.bad_steps_total = 0
+        self.items_seen = 0
+        self._stop_reason: str | None = None
+        self._codec = None
+        self._writer = None
+        self._last_grid_step = -1
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optimizers = {}
+        fused = self.device.type == "cuda"
+        for name, group in self.family.optimizer_groups().items():
+            lr = group.lr if group.lr is not None else self.cfg.lr
+            betas = tuple(group.betas if group.betas is not None else self.cfg.betas)
+            wd = group.weight_decay if group.weight_decay is not None else self.cfg.weight_decay
+            param_groups = [{"params": list(group.params), "weight_decay": wd}]
+            if group.no_decay:
+                param_groups.append({"params": list(group.no_decay), "weight_decay": 0.0})
+            kwargs = {"fused": True} if fused else {}
+            optimizers[name] = torch.optim.AdamW(param_groups, lr=lr, betas=betas, **kwargs)
+        return optimizers
+
+    @property
+    def sampling_model(self) -> Family:
+        return self.ema.shadow if self.ema is not None else self.family
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        info = {"step": self.step, "bad_steps": self.bad_steps_total, "items_seen": self.items_seen,
+                "ema_updates": self.ema.updates if self.ema else 0}
+        save_state(self.run.state_path, self.family, self.ema.shadow if self.ema else None, self.optimizers, info)
+        meta = {"family": self.run.config.family, "step": str(self.step), "format": "genforge-model-1"}
+        save_tensors(unique_state(self.sampling_model), self.run.model_path, metadata=meta)
+
+    def load_checkpoint(self) -> None:
+        if not self.run.state_path.is_file():
+            raise RunError(f"nothing to resume in {self.run.path}: trainer_state.safetensors is missing")
+        info = load_state(self.run.state_path, self.family, self.ema.shadow if self.ema else None, self.optimizers)
+        self.step = int(info["step"])
+        self.bad_steps_total = int(info.get("bad_steps", 0))
+        self.items_seen = int(info.get("items_seen", 0))
+        if self.ema is not None:
+            self.ema.updates = int(info.get("ema_updates", 0))
+
+    # ---- logging ------------------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run.path / "tb"))
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self._writer.add_scalar(k, v, record["step"])
+        self._writer.flush()
+
+    def write_sample_grid(self) -> Path:
+        from genforge.data.codecs import codec_for
+
+        if self._codec is None:
+            self._codec = codec_for(self.run.spec, self.run.load_tokenizer())
+        model = self.sampling_model
+        was_training = model.training
+        model.eval()
+        n = self.cfg.grid_size if self.run.spec.modality == "image" else min(8, self.cfg.grid_size)
+        generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        with autocast(self.device, self.amp_dtype):
+            items = model.sample(n, generator=generator)
+        model.train(was_training)
+        suffix = ".png" if self.run.spec.modality == "image" else ".txt"
+        path = self.run.samples_dir / f"step_{self.step:07d}{suffix}"
+        self._last_grid_step = self.step
+        self._codec.grid(items.float() if items.is_floating_point() else items, path,
+                         {"family": self.run.config.family, "run": str(self.run.path), "step": self.step,
+                          "seed": self.cfg.seed})
+        return path
+
+    # ---- signals ------------------------------------------------------------------------------
+    def request_stop(self, reason: str = "interrupted") -> None:
+        self._stop_reason = reason
+
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def handler(signum, frame):
+            if self._stop_reason is not None:  # a second signal: stop now
+                signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+                raise KeyboardInterrupt
+            self._stop_reason = "interrupted"
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        factor = lr_factor(self.step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
+        for name, opt in self.optimizers.items():
+            for group, base in zip(opt.param_groups, self.base_lrs[name]):
+                group["lr"] = base * factor
+        return factor
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[bool, dict[str, torch.Tensor]]:
+        """One step: every phase the family yields. Returns (finite, logs)."""
+        logs: dict[str, torch.Tensor] = {}
+        phases = self.step_fn.training_step(batch)
+        try:
+            while True:
+                with autocast(self.device, self.amp_dtype):
+                    try:
+                        name, loss, phase_logs = next(phases)
+                    except StopIteration:
+                        break
+                opt = self.optimizers[name]
+                if not bool(torch.isfinite(loss.detach())):
+                    opt.zero_grad(set_to_none=True)
+                    return False, logs
+                loss.backward()
+                params = [p for g in opt.param_groups for p in g["params"]]
+                if self.cfg.grad_clip > 0:
+                    norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+                    if not bool(torch.isfinite(norm)):
+                        opt.zero_grad(set_to_none=True)
+                        return False, logs
+                    logs[f"{name}/grad_norm"] = norm.detach()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                logs[f"{name}/loss"] = loss.detach()
+                for k, v in phase_logs.items():
+                    logs[f"{name}/{k}"] = v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
+        finally:
+            phases.close()
+        return True, logs
+
+    def _batch(self) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.step))
+        batch = self.data.train.batch(self.cfg.batch_size, generator)
+        non_blocking = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.cfg
+        if resume:
+            self.load_checkpoint()
+        if cfg.compile:
+            self.step_fn = torch.compile(self.family)
+        items_per_step = cfg.batch_size * (self.run.spec.shape[0] if self.run.spec.modality == "text" else 1)
+        unit = "tok/s" if self.run.spec.modality == "text" else "img/s"
+        previous_handlers = self._install_signal_handlers()
+        start = time.perf_counter()
+        budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+        consecutive_bad = 0
+        last_losses: dict[str, float] = {}
+        window_start, window_items = time.perf_counter(), 0
+        rate = 0.0
+        self.family.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=self.run.config.family,
+                   dynamic_ncols=True, leave=True)
+        stopped_by = "done"
+        try:
+            while self.step < cfg.steps:
+                if self._stop_reason is not None:
+                    stopped_by = self._stop_reason
+                    break
+                if time.perf_counter() - start > budget_s:
+                    stopped_by = "time budget"
+                    break
+                torch.manual_seed(step_seed(cfg.seed, self.step) ^ 0x5DEECE66D)
+                factor = self._set_lr()
+                ok, logs = self._train_step(self._batch())
+                if not ok:
+                    self.bad_steps_total += 1
+                    consecutive_bad += 1
+                    if consecutive_bad > cfg.max_bad_steps:
+                        self.save_checkpoint()
+                        raise TrainingDiverged(
+                            f"loss was NaN/inf for {consecutive_bad} consecutive steps at step {self.step}; "
+                            f"lower train.lr (now {cfg.lr}) or check the data"
+                        )
+                else:
+                    consecutive_bad = 0
+                    if self.ema is not None:
+                        self.ema.update(self.family)
+                self.step += 1
+                self.items_seen += items_per_step
+                window_items += items_per_step
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    rate = window_items / max(now - window_start, 1e-9)
+                    window_start, window_items = now, 0
+                    last_losses = {k: float(v) for k, v in logs.items()}
+                    record = {"step": self.step, "lr_factor": factor, "items_per_s": rate,
+                              "bad_steps": self.bad_steps_total, "elapsed_s": now - start, **last_losses}
+                    self._log(record)
+                    shown = {k.replace("/loss", ""): f"{v:.4f}" for k, v in last_losses.items() if k.endswith("/loss")}
+                    bar.set_postfix({**shown, unit: f"{rate:,.0f}"}, refresh=False)
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.write_sample_grid()
+                    window_start = time.perf_counter()
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                    self.save_checkpoint()
+                    window_start = time.perf_counter()
+                if self.on_step is not None:
+                    self.on_step(self, self.step)
+        finally:
+            bar.close()
+            for sig, h in previous_handlers.items():
+                signal.signal(sig, h)
+        self.save_checkpoint()
+        if self._last_grid_step != self.step:
+            self.write_sample_grid()
+        if self._writer is not None:
+            self._writer.close()
+        seconds = time.perf_counter() - start
+        return TrainResult(self.run, self.step, stopped_by, seconds, rate, last_losses, self.bad_steps_total)

@@ -1,0 +1,345 @@
+"""Data sources, the cache, splits and batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import genforge.data
+from genforge.config import DataConfig
+from genforge.data import cache_dir, list_sources, prepare
+from genforge.data import cache as data_cache
+from genforge.data.datasets import ImageDataset, TextDataset
+from genforge.data.images import split_indices
+from genforge.data.text import PYCODE_EXCLUDED_DIRS, in_validation, stdlib_files, stdlib_root
+from genforge.errors import ConfigError, DataError
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def write_image(path, size=(20, 30), mode="RGB", seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "L": 1}[mode]
+    a = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    Image.fromarray(a[..., 0] if channels == 1 else a, mode).save(path)
+
+
+def no_rebuild(monkeypatch):
+    """Make any cache build fail, so a passing prepare() proves the cache was reused."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cache entry was rebuilt")
+
+    monkeypatch.setattr(data_cache, "build", refuse)
+
+
+# ---- built-in sources --------------------------------------------------------------------------
+def test_digits_builds_and_reuses_cache(monkeypatch):
+    p = prepare("digits", progress=False)
+    assert p.spec.modality == "image" and p.spec.shape == (1, 8, 8)
+    assert p.spec.num_classes == 10 and p.spec.class_names == [str(i) for i in range(10)]
+    assert len(p.train) + len(p.val) == 1797
+    assert len(p.val) == round(0.05 * 1797)
+    assert p.train.images.dtype == torch.uint8 and int(p.train.images.max()) == 255
+    assert p.path.parent == cache_dir() and (p.path / "manifest.json").is_file()
+    assert p.tokenizer is None
+    m = p.manifest
+    assert m["source"] == "digits" and m["sizes"] == {"train": len(p.train), "val": len(p.val)}
+    assert m["shape"] == [1, 8, 8] and len(m["pixel_mean"]) == 1 and 0 < m["pixel_mean"][0] < 1
+    assert m["created"]
+
+    no_rebuild(monkeypatch)
+    again = prepare("digits", progress=False)
+    assert again.path == p.path and again.manifest == m
+    assert torch.equal(again.val.images, p.val.images)
+
+
+def test_mnist_builds():
+    p = prepare("mnist", DataConfig(source="mnist"), progress=False)
+    assert p.spec.shape == (1, 28, 28) and p.spec.num_classes == 10
+    assert len(p.train) + len(p.val) == 5000
+    assert p.train.labels.dtype == torch.int64 and set(p.train.labels.tolist()) == set(range(10))
+    b = p.train.batch(16, gen())
+    assert b["x"].shape == (16, 1, 28, 28) and b["x"].dtype == torch.float32
+    assert b["x"].min() >= -1 and b["x"].max() <= 1 and b["x"].min() == -1
+
+
+def test_pycode_builds_and_reuses_cache(monkeypatch):
+    t0 = time.perf_counter()
+    p = prepare("pycode", DataConfig(source="pycode", block_size=64), progress=False)
+    first = time.perf_counter() - t0
+    assert p.spec.modality == "text" and p.spec.shape == (64,)
+    assert p.spec.vocab_size == p.tokenizer.vocab_size > 90
+    m = p.manifest
+    assert m["split"] == "documents" and m["val_documents"] > 0 and m["train_documents"] > 0
+    assert m["tokens"]["train"] + m["tokens"]["val"] == m["characters"] + m["documents"]
+    assert m["tokens"]["train"] > 1_000_000 and m["token_dtype"] == "uint16"
+    assert isinstance(p.train.tokens, np.memmap) and p.train.tokens.dtype == np.uint16
+    assert p.train.tokens[0] == p.tokenizer.eot_id  # every document starts after an end-of-text token
+    head = p.tokenizer.decode(p.train.tokens[:200_000])
+    assert "def " in head and "import " in head
+
+    no_rebuild(monkeypatch)
+    t0 = time.perf_counter()
+    again = prepare("pycode", DataConfig(source="pycode", block_size=32), progress=False)  # block_size is not cached
+    assert again.path == p.path and again.spec.shape == (32,)
+    assert time.perf_counter() - t0 < first
+    assert again.tokenizer == p.tokenizer
+
+
+def test_pycode_files_exclude_tests_and_tools():
+    files = stdlib_files()
+    rels = [f.relative_to(stdlib_root()).as_posix() for f in files]
+    assert rels == sorted(rels) and len(rels) > 100
+    assert "os.py" in rels and "json/decoder.py" in rels
+    for rel in rels:
+        assert not set(rel.split("/")[:-1]) & PYCODE_EXCLUDED_DIRS, rel
+
+
+def test_builtin_images_can_be_resized_and_coloured():
+    p = prepare("digits", DataConfig(source="digits", image_size=16, channels=3), progress=False)
+    assert p.spec.shape == (3, 16, 16)
+    x = p.val.get([0])["x"]
+    assert torch.equal(x[:, 0], x[:, 1])  # grayscale replicated into RGB
+
+
+def test_list_sources():
+    prepare("digits", progress=False)
+    sources = {s["name"]: s for s in list_sources()}
+    assert set(sources) == {"digits", "mnist", "pycode"}
+    assert sources["digits"]["cached"] is True and sources["pycode"]["modality"] == "text"
+    assert all(s["description"] for s in sources.values())
+
+
+# ---- folder:PATH -------------------------------------------------------------------------------
+def test_folder_labels_from_subfolders(tmp_path):
+    for i in range(4):
+        write_image(tmp_path / "imgs" / "dogs" / f"d{i}.png", seed=i)
+        write_image(tmp_path / "imgs" / "cats" / f"c{i}.jpg", size=(40, 25), seed=10 + i)
+    p = prepare(f"folder:{tmp_path / 'imgs'}", DataConfig(image_size=16), progress=False)
+    assert p.spec.shape == (3, 16, 16)
+    assert p.spec.num_classes == 2 and p.spec.class_names == ["cats", "dogs"]
+    labels = torch.cat([p.train.labels, p.val.labels])
+    assert sorted(labels.tolist()) == [0] * 4 + [1] * 4
+    assert len(p.val) == 1  # 5% of 8 rounds to 0: at least one validation image
+    b = p.train.batch(5, gen())
+    assert b["x"].shape == (5, 3, 16, 16) and b["y"].dtype == torch.int64
+
+
+def test_folder_grayscale_detected_and_default_size(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "g" / f"{i}.png", size=(70, 90), mode="L", seed=i)
+    p = prepare(f"folder:{tmp_path / 'g'}", progress=False)
+    assert p.spec.shape == (1, 64, 64)  # image_size defaults to 64 for folders
+    assert p.spec.num_classes is None and "y" not in p.train.batch(2, gen())
+
+
+def test_folder_mixed_modes_become_rgb_unless_asked(tmp_path):
+    write_image(tmp_path / "m" / "a.png", mode="L")
+    write_image(tmp_path / "m" / "b.png", mode="RGB")
+    Image.new("RGBA", (12, 12), (255, 0, 0, 0)).save(tmp_path / "m" / "c.png")  # transparent -> white
+    p = prepare(f"folder:{tmp_path / 'm'}", DataConfig(image_size=8), progress=False)
+    assert p.spec.shape == (3, 8, 8)
+    everything = torch.cat([p.train.images, p.val.images])
+    assert any(bool((img == 255).all()) for img in everything)
+    gray = prepare(f"folder:{tmp_path / 'm'}", DataConfig(image_size=8, channels=1), progress=False)
+    assert gray.spec.shape == (1, 8, 8)
+
+
+def test_folder_skips_corrupt_image_with_warning(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "c" / f"ok{i}.png", seed=i)
+    (tmp_path / "c" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    (tmp_path / "c" / "notes.txt").write_text("not an image, and not an image extension either")
+    with pytest.warns(UserWarning, match=r"skipped 1 of 4 .*broken\.png"):
+        p = prepare(f"folder:{tmp_path / 'c'}", DataConfig(image_size=8), progress=False)
+    assert len(p.train) + len(p.val) == 3
+    assert p.manifest["skipped"] == ["broken.png"]
+
+
+def test_folder_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        prepare(f"folder:{tmp_path / 'empty'}", progress=False)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.jpg").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="no readable images"):
+        prepare(f"folder:{tmp_path / 'bad'}", progress=False)
+    with pytest.raises(DataError, match="does not exist"):
+        prepare(f"folder:{tmp_path / 'missing'}", progress=False)
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(DataError, match="not a folder"):
+        prepare(f"folder:{tmp_path / 'file.png'}", progress=False)
+
+
+def test_folder_cache_follows_file_changes(tmp_path, monkeypatch):
+    for i in range(3):
+        write_image(tmp_path / "f" / f"{i}.png", seed=i)
+    src = f"folder:{tmp_path / 'f'}"
+    first = prepare(src, DataConfig(image_size=8), progress=False)
+    write_image(tmp_path / "f" / "3.png", seed=3)
+    second = prepare(src, DataConfig(image_size=8), progress=False)
+    assert second.path != first.path and len(second.train) + len(second.val) == 4
+    no_rebuild(monkeypatch)
+    assert prepare(src, DataConfig(image_size=8), progress=False).path == second.path
+
+
+# ---- text:PATH ---------------------------------------------------------------------------------
+def test_text_file_splits_at_end_of_stream(tmp_path):
+    body = "hello world, this is a small corpus.\n" * 40
+    (tmp_path / "a.txt").write_text(body, encoding="utf-8")
+    p = prepare(f"text:{tmp_path / 'a.txt'}", DataConfig(block_size=16), progress=False)
+    m = p.manifest
+    assert m["split"] == "end of stream" and m["documents"] == 1
+    assert p.train.num_tokens + p.val.num_tokens == len(body) + 1
+    assert p.val.num_tokens == round(0.05 * (len(body) + 1))
+    stream = np.concatenate([np.asarray(p.train.tokens), np.asarray(p.val.tokens)])
+    assert p.tokenizer.decode(stream) == body
+    assert p.spec.vocab_size == len(set(body)) + 1
+
+
+def test_text_folder_splits_by_document(tmp_path):
+    names = [f"doc{i:02d}.md" for i in range(40)]
+    for i, name in enumerate(names):
+        (tmp_path / "t" / "sub").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "t" / "sub" / name).write_text(f"# note {i}\n" + "some words here. " * 5, encoding="utf-8")
+    (tmp_path / "t" / "picture.png").write_bytes(b"\x89PNG not text")  # known binary: ignored silently
+    p = prepare(f"text:{tmp_path / 't'}", DataConfig(block_size=8, val_fraction=0.2), progress=False)
+    m = p.manifest
+    expected_val = sum(in_validation(f"sub/{n}", 0.2) for n in names)
+    assert m["split"] == "documents" and m["documents"] == 40
+    assert m["val_documents"] == expected_val > 0 and m["train_documents"] == 40 - expected_val
+    val_text = p.tokenizer.decode(np.asarray(p.val.tokens))
+    train_text = p.tokenizer.decode(np.asarray(p.train.tokens))
+    for i, name in enumerate(names):
+        in_val, in_train = f"# note {i}\n" in val_text, f"# note {i}\n" in train_text
+        assert in_val != in_train and in_val == in_validation(f"sub/{name}", 0.2)
+
+
+def test_text_errors(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match=r"empty\.txt is empty"):
+        prepare(f"text:{tmp_path / 'empty.txt'}", progress=False)
+    (tmp_path / "latin.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin\.txt .*UTF-8"):
+        prepare(f"text:{tmp_path / 'latin.txt'}", progress=False)
+    with pytest.raises(DataError, match="does not exist"):
+        prepare(f"text:{tmp_path / 'nope.txt'}", progress=False)
+    (tmp_path / "short.txt").write_text("just a few characters")
+    with pytest.raises(DataError, match="smaller data.block_size"):
+        prepare(f"text:{tmp_path / 'short.txt'}", DataConfig(block_size=256), progress=False)
+
+
+def test_text_folder_skips_non_utf8_with_warning(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "good.txt").write_text("plain text " * 50, encoding="utf-8")
+    (tmp_path / "d" / "old.txt").write_bytes("\xe9t\xe9".encode("latin-1") * 20)
+    with pytest.warns(UserWarning, match=r"old\.txt"):
+        p = prepare(f"text:{tmp_path / 'd'}", DataConfig(block_size=8), progress=False)
+    assert p.manifest["documents"] == 1
+    (tmp_path / "only_bad").mkdir()
+    (tmp_path / "only_bad" / "x.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="no usable text"):
+        prepare(f"text:{tmp_path / 'only_bad'}", progress=False)
+
+
+def test_unknown_source_and_bad_config(tmp_path):
+    with pytest.raises(DataError, match=r"unknown data source 'cifar'.*digits, mnist, pycode.*folder:PATH.*text:PATH"):
+        prepare("cifar", progress=False)
+    with pytest.raises(DataError, match=r"did you mean folder:"):
+        prepare(str(tmp_path), progress=False)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        prepare("digits", DataConfig(val_fraction=0.0), progress=False)
+    with pytest.raises(ConfigError, match="channels"):
+        prepare("digits", DataConfig(channels=2), progress=False)
+
+
+# ---- splits, batches and the cache's robustness ------------------------------------------------
+def test_image_split_is_deterministic_and_disjoint():
+    for n, frac in [(2, 0.05), (10, 0.3), (1797, 0.05)]:
+        train, val = split_indices(n, frac)
+        again_train, again_val = split_indices(n, frac)
+        assert np.array_equal(train, again_train) and np.array_equal(val, again_val)
+        assert not set(train) & set(val) and sorted([*train, *val]) == list(range(n))
+        assert len(val) == max(1, round(frac * n))
+    assert len(split_indices(1, 0.5)[1]) == 0
+
+
+def test_prepare_split_is_the_same_in_a_fresh_cache(tmp_path, monkeypatch):
+    first = prepare("digits", progress=False)
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "other-cache"))
+    second = prepare("digits", progress=False)
+    assert second.path.parent == tmp_path / "other-cache"
+    assert torch.equal(first.val.images, second.val.images) and torch.equal(first.train.labels, second.train.labels)
+
+
+def test_image_batches_are_seeded():
+    p = prepare("digits", progress=False)
+    a, b, c = p.train.batch(8, gen(1)), p.train.batch(8, gen(1)), p.train.batch(8, gen(2))
+    assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+    assert not torch.equal(a["x"], c["x"])
+    assert a["x"].shape == (8, 1, 8, 8) and a["x"].dtype == torch.float32 and a["y"].shape == (8,)
+    assert a["x"].min() >= -1 and a["x"].max() <= 1
+    got = p.val.get([0, 2])
+    assert got["x"].shape == (2, 1, 8, 8) and torch.equal(got["y"], p.val.labels[[0, 2]])
+    assert torch.equal(got["x"][0], p.val.images[0].float() / 127.5 - 1)
+
+
+def test_text_batches_are_windows_shifted_by_one():
+    tokens = np.arange(100, dtype=np.uint16)
+    ds = TextDataset(tokens, block_size=10)
+    assert len(ds) == 90
+    a, b = ds.batch(6, gen(3)), ds.batch(6, gen(3))
+    assert torch.equal(a["x"], b["x"]) and a["x"].shape == a["y"].shape == (6, 10)
+    assert a["x"].dtype == a["y"].dtype == torch.int64
+    assert torch.equal(a["y"][:, :-1], a["x"][:, 1:]) and torch.equal(a["y"][:, -1], a["x"][:, -1] + 1)
+    assert torch.equal(a["x"][:, 1:] - a["x"][:, :-1], torch.ones(6, 9, dtype=torch.int64))  # contiguous windows
+    assert a["y"].is_contiguous() and a["y"].view(-1).numel() == 60
+    assert ds.get([89])["y"][0, -1] == 99
+    with pytest.raises(DataError, match="smaller data.block_size"):
+        TextDataset(tokens[:10], block_size=10)
+
+
+def test_image_dataset_without_labels():
+    ds = ImageDataset(np.zeros((3, 1, 4, 4), np.uint8))
+    b = ds.batch(2, gen())
+    assert set(b) == {"x"} and torch.all(b["x"] == -1)
+
+
+def test_corrupt_cache_entry_is_rebuilt():
+    p = prepare("digits", progress=False)
+    (p.path / "val_images.npy").write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="corrupt"):
+        again = prepare("digits", progress=False)
+    assert again.path == p.path and torch.equal(again.val.images, p.val.images)
+    (p.path / "manifest.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="corrupt"):
+        assert len(prepare("digits", progress=False).val) == len(p.val)
+
+
+def test_interrupted_build_leaves_no_entry(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "c"))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(genforge.data.cache, "write_images", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("digits", progress=False)
+    assert os.listdir(tmp_path / "c") == []
+    # a build folder abandoned by a dead process is cleaned up by the next build
+    stale = tmp_path / "c" / ".build-digits-x-abc"
+    stale.mkdir()
+    (stale / "owner.json").write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": 2**22 + 12345}))
+    monkeypatch.undo()
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "c"))
+    prepare("digits", progress=False)
+    assert not stale.exists()

@@ -1,0 +1,64 @@
+"""Slow end-to-end checks: a real kill mid-training, and the main job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from genforge.io import load_tensors
+
+
+def genforge(*args):
+    return [sys.executable, "-m", "genforge.cli", *map(str, args)]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
+    common = ["--family", "vae", "--data", "digits", "--steps", "600", "--quiet", "--set", "train.ckpt_every=100000",
+              "--set", "train.sample_every=0", "--set", "train.log_every=5"]
+    full = tmp_path / "full"
+    subprocess.run(genforge("train", "--out", full, *common), check=True, timeout=600, capture_output=True)
+
+    part = tmp_path / "part"
+    proc = subprocess.Popen(genforge("train", "--out", part, *common), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((part / "metrics.jsonl").exists() and (part / "metrics.jsonl").read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
+    stopped_at = int(err.split("interrupted at step ")[1].split(";")[0])
+    assert 0 < stopped_at < 600
+
+    resumed = subprocess.run(genforge("train", "--out", part, "--resume", "--quiet"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_tensors(full / "trainer_state.safetensors"), load_tensors(part / "trainer_state.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_demo_writes_grids_code_and_summary(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(genforge("demo", "--out", out, "--minutes", "1.2", "--quiet"), capture_output=True, text=True,
+                          timeout=900, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = (out / "summary.md").read_text()
+    for family in ("diffusion", "gan", "vae", "transformer"):
+        assert family in summary
+        assert (out / "runs" / family / "model.safetensors").is_file()
+    for family in ("diffusion", "gan", "vae"):
+        assert (out / f"{family}.png").stat().st_size > 1000
+    code = (out / "code_samples.txt").read_text()
+    assert len(code) > 200
+    # a second demo into the same folder needs --overwrite, and then works
+    again = subprocess.run(genforge("demo", "--out", out, "--minutes", "0.1", "--quiet"), capture_output=True, text=True)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
