@@ -49,8 +49,6 @@ def validate_train(config: RunConfig) -> None:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if t.max_minutes is not None and not t.max_minutes > 0:
         raise ConfigError(f"train.max_minutes must be positive, got {t.max_minutes}")
-    if not 0 < config.data.val_fraction < 1:
-        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {config.data.val_fraction}")
 
 
 def train(

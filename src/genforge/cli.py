@@ -70,6 +70,7 @@ def sample(
     seed: int = typer.Option(0, "--seed", help="Same seed, same settings, same machine: same output."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/generated/seed-S)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text runs: the text to continue."),
+    label: Optional[str] = typer.Option(None, "--label", "-l", help="Class-conditional runs: a class id or name."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion: number of sampling steps."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Text runs: tokens to generate."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Text runs: sampling temperature."),
@@ -80,7 +81,7 @@ def sample(
     from genforge.api import load
 
     model = load(run, device=device)
-    conditions = {"steps": steps, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k}
+    conditions = {"label": label, "steps": steps, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k}
     conditions = {k: v for k, v in conditions.items() if v is not None}
     out = out or (run / "generated" / f"seed-{seed}")
     paths = model.save_samples(n, out, seed=seed, prompt=prompt, **conditions)

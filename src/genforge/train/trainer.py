@@ -68,7 +68,6 @@ class Trainer:
         configure_backends(self.device)
         self.amp_dtype = autocast_dtype(self.device, self.cfg.precision)
         self.family = family.to(self.device)
-        self.step_fn = self.family
         self.ema = EMA(self.family, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
         self.optimizers = self._build_optimizers()
         self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
@@ -94,6 +93,14 @@ class Trainer:
             kwargs = {"fused": True} if fused else {}
             optimizers[name] = torch.optim.AdamW(param_groups, lr=lr, betas=betas, **kwargs)
         return optimizers
+
+    def compile(self) -> None:
+        """``torch.compile`` each network of the family in place (state-dict keys unchanged).
+
+        The family's own ``training_step`` is a generator and stays eager; its networks do the work.
+        """
+        for child in self.family.children():
+            child.compile()
 
     @property
     def sampling_model(self) -> Family:
@@ -181,7 +188,7 @@ class Trainer:
     def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[bool, dict[str, torch.Tensor]]:
         """One step: every phase the family yields. Returns (finite, logs)."""
         logs: dict[str, torch.Tensor] = {}
-        phases = self.step_fn.training_step(batch)
+        phases = self.family.training_step(batch)
         try:
             while True:
                 with autocast(self.device, self.amp_dtype):
@@ -221,7 +228,7 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         if cfg.compile:
-            self.step_fn = torch.compile(self.family)
+            self.compile()
         items_per_step = cfg.batch_size * (self.run.spec.shape[0] if self.run.spec.modality == "text" else 1)
         unit = "tok/s" if self.run.spec.modality == "text" else "img/s"
         previous_handlers = self._install_signal_handlers()
