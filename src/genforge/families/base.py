@@ -9,6 +9,7 @@ discriminator phase first and computes the generator loss after that update; the
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
@@ -69,3 +70,16 @@ class Family(nn.Module, abc.ABC):
         unknown = [k for k, v in conditions.items() if v is not None]
         if unknown:
             raise ConfigError(f"family '{family}' does not accept {', '.join(unknown)} when sampling")
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the block, then the previous mode again. Sampling runs in it: BatchNorm uses its
+    running statistics (a sample does not depend on the rest of the batch) and dropout does not draw
+    from the global RNG (a seeded generator alone decides the output)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)

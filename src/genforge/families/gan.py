@@ -26,8 +26,8 @@ from torch import nn
 
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
-from genforge.families.base import Family, OptimizerGroup, Phase
-from genforge.nets.conv import (ConvDecoder, ConvEncoder, check_image_shape, decay_split, eval_mode, frozen,
+from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
+from genforge.nets.conv import (ConvDecoder, ConvEncoder, check_image_shape, decay_split, frozen,
                                 resolve_labels)
 
 DCGAN_BETAS = (0.5, 0.999)  # a low beta1 keeps Adam's momentum from overshooting the moving GAN game

@@ -26,8 +26,8 @@ from torch import nn
 
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
-from genforge.families.base import Family, OptimizerGroup, Phase
-from genforge.nets.conv import ConvDecoder, ConvEncoder, check_image_shape, decay_split, eval_mode, resolve_labels
+from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
+from genforge.nets.conv import ConvDecoder, ConvEncoder, check_image_shape, decay_split, resolve_labels
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

@@ -201,18 +201,6 @@ def resolve_labels(label: Any, n: int, num_classes: int, class_names: Sequence[s
 
 
 @contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration: BatchNorm uses its running statistics, so a sample does not depend on
-    what else is in the batch and n=1 works."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-@contextlib.contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
     """Build a graph through ``module`` without its parameters: the loss backpropagates through it to
     its inputs, and its own .grad stays untouched."""
