@@ -22,6 +22,9 @@ from genforge.sampling.schedules import (
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def tiny_config(**overrides) -> DiffusionConfig:
     values = {"base_channels": 8, "channel_mults": [1, 2], "attention_resolutions": [4], "timesteps": 100}
     values["sample_steps"] = 10

@@ -18,13 +18,7 @@ VOCAB = 11
 BLOCK = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine each handoff stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(block_size: int = BLOCK, vocab_size: int = VOCAB, seed: int = 0, **overrides) -> Transformer:

@@ -12,13 +12,7 @@ from genforge.families.vae import VAE, VAEConfig
 SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models here are tiny: extra threads only add synchronisation, and stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_vae(shape=(1, 28, 28), num_classes=None, **config) -> VAE:
