@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/genforge demo --out demo
+	$(BIN)/genforge demo --out demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -42,7 +42,7 @@ class TrainResult:
     step: int
     stopped_by: str  # "done" | "interrupted" | "time budget"
     seconds: float
-    items_per_s: float
+    items_per_s: float  # mean over the steps this call ran, sample grids and checkpoints excluded
     last_losses: dict[str, float] = field(default_factory=dict)
     bad_steps: int = 0
 
@@ -236,7 +236,8 @@ class Trainer:
         budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
         consecutive_bad = 0
         last_losses: dict[str, float] = {}
-        window_start, window_items = time.perf_counter(), 0
+        # speeds count training steps only: time spent on sample grids and checkpoints is left out
+        step_seconds, window_seconds, window_items, steps_run = 0.0, 0.0, 0, 0
         rate = 0.0
         self.family.train()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=self.run.config.family,
@@ -251,6 +252,7 @@ class Trainer:
                     stopped_by = "time budget"
                     break
                 torch.manual_seed(step_seed(cfg.seed, self.step) ^ 0x5DEECE66D)
+                step_start = time.perf_counter()
                 factor = self._set_lr()
                 ok, logs = self._train_step(self._batch())
                 if not ok:
@@ -266,14 +268,18 @@ class Trainer:
                     consecutive_bad = 0
                     if self.ema is not None:
                         self.ema.update(self.family)
+                elapsed_step = time.perf_counter() - step_start
+                step_seconds += elapsed_step
+                window_seconds += elapsed_step
+                steps_run += 1
                 self.step += 1
                 self.items_seen += items_per_step
                 window_items += items_per_step
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     now = time.perf_counter()
-                    rate = window_items / max(now - window_start, 1e-9)
-                    window_start, window_items = now, 0
+                    rate = window_items / max(window_seconds, 1e-9)
+                    window_seconds, window_items = 0.0, 0
                     last_losses = {k: float(v) for k, v in logs.items()}
                     record = {"step": self.step, "lr_factor": factor, "items_per_s": rate,
                               "bad_steps": self.bad_steps_total, "elapsed_s": now - start, **last_losses}
@@ -282,10 +288,8 @@ class Trainer:
                     bar.set_postfix({**shown, unit: f"{rate:,.0f}"}, refresh=False)
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.write_sample_grid()
-                    window_start = time.perf_counter()
                 if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                     self.save_checkpoint()
-                    window_start = time.perf_counter()
                 if self.on_step is not None:
                     self.on_step(self, self.step)
         finally:
@@ -298,4 +302,5 @@ class Trainer:
         if self._writer is not None:
             self._writer.close()
         seconds = time.perf_counter() - start
-        return TrainResult(self.run, self.step, stopped_by, seconds, rate, last_losses, self.bad_steps_total)
+        mean_rate = steps_run * items_per_step / step_seconds if step_seconds > 0 else 0.0
+        return TrainResult(self.run, self.step, stopped_by, seconds, mean_rate, last_losses, self.bad_steps_total)
