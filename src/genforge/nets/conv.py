@@ -11,8 +11,8 @@ most 2**k - 1 pixels larger, and the surplus is centre-cropped away. Cropping (r
 interpolating) keeps every output pixel a plain function of the transposed convolutions, with no blur;
 28 x 28 (MNIST) starts at 7 x 7 and 8 x 8 at 4 x 4, 64 x 64 at 4 x 4, all without any crop.
 
-Also here: small helpers both families use around these nets (label conditioning, eval mode for
-sampling, freezing a network for one phase, the weight-decay split).
+Also here: small helpers both families use around these nets (label conditioning, freezing a
+network for one phase, the weight-decay split). Eval mode for sampling is ``families.base.eval_mode``.
 """
 
 from __future__ import annotations
