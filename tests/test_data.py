@@ -47,7 +47,7 @@ def test_digits_builds_and_reuses_cache(monkeypatch):
     assert p.spec.modality == "image" and p.spec.shape == (1, 8, 8)
     assert p.spec.num_classes == 10 and p.spec.class_names == [str(i) for i in range(10)]
     assert len(p.train) + len(p.val) == 1797
-    assert len(p.val) == round(0.05 * 1797)
+    assert len(p.val) == round(0.1 * 1797)
     assert p.train.images.dtype == torch.uint8 and int(p.train.images.max()) == 255
     assert p.path.parent == cache_dir() and (p.path / "manifest.json").is_file()
     assert p.tokenizer is None
@@ -200,7 +200,7 @@ def test_text_file_splits_at_end_of_stream(tmp_path):
     m = p.manifest
     assert m["split"] == "end of stream" and m["documents"] == 1
     assert p.train.num_tokens + p.val.num_tokens == len(body) + 1
-    assert p.val.num_tokens == round(0.05 * (len(body) + 1))
+    assert p.val.num_tokens == round(0.1 * (len(body) + 1))
     stream = np.concatenate([np.asarray(p.train.tokens), np.asarray(p.val.tokens)])
     assert p.tokenizer.decode(stream) == body
     assert p.spec.vocab_size == len(set(body)) + 1

@@ -4,10 +4,11 @@
     result = genforge.train(family="vae", data="mnist", out="runs/vae", steps=500)
     model = genforge.load("runs/vae")
     images = model.sample(16, seed=0)
+    scores = genforge.evaluate("runs/vae", n=1000)["metrics"]
 """
 
 __version__ = "0.1.0"
-__all__ = ["train", "load", "make_config", "Model", "prepare", "GenforgeError"]
+__all__ = ["train", "load", "make_config", "Model", "prepare", "evaluate", "GenforgeError"]
 
 
 def __getattr__(name: str):
@@ -20,6 +21,10 @@ def __getattr__(name: str):
         from genforge.data import prepare
 
         return prepare
+    if name == "evaluate":
+        import genforge.evaluate
+
+        return genforge.evaluate
     if name == "GenforgeError":
         from genforge.errors import GenforgeError
 

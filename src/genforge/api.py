@@ -49,6 +49,14 @@ def validate_train(config: RunConfig) -> None:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if t.max_minutes is not None and not t.max_minutes > 0:
         raise ConfigError(f"train.max_minutes must be positive, got {t.max_minutes}")
+    if t.eval_every < 0:
+        raise ConfigError(f"train.eval_every (--eval-every) must be 0 (off) or a positive step count, got {t.eval_every}")
+    if t.eval_n < 2:
+        raise ConfigError(f"train.eval_n must be at least 2 samples, got {t.eval_n}")
+    from genforge.evaluate.extractors import EXTRACTORS
+
+    if t.eval_features not in EXTRACTORS:
+        raise ConfigError(f"unknown train.eval_features '{t.eval_features}'; expected one of: {', '.join(EXTRACTORS)}")
 
 
 def train(

@@ -40,6 +40,7 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for initialisation, batches and noise."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="folder: sources: resize and centre-crop to this size."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Score samples every K steps (eval/* in metrics.jsonl and TensorBoard)."),
     sets: list[str] = typer.Option([], "--set", "-s", help="Override any config value: section.key=value (sections: data, train, model)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -52,7 +53,7 @@ def train(
         overrides.append(f"data.image_size={image_size}")
     result = train_run(
         family, data, out, steps=steps, overrides=overrides, resume=resume, progress=not quiet,
-        batch_size=batch_size, lr=lr, max_minutes=max_minutes, device=device, seed=seed,
+        batch_size=batch_size, lr=lr, max_minutes=max_minutes, device=device, seed=seed, eval_every=eval_every,
     )
     if result.stopped_by == "interrupted":
         _echo_err(f"interrupted at step {result.step}; checkpoint saved. Continue with: genforge train --out {out} --resume")
@@ -166,6 +167,63 @@ def data_prepare(
     prepared = prepare(source, cfg)
     typer.echo(json.dumps(prepared.manifest, indent=2, sort_keys=True))
     typer.echo(f"cached in {prepared.path}")
+
+
+FEATURES_HELP = ("Image runs: feature extractor - auto (classifier when the data has labels, else autoencoder), "
+                 "classifier, autoencoder, random, or dinov2 (needs --weights or a cached copy).")
+
+
+@app.command("eval")
+def eval_run(
+    run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
+    n: Optional[int] = typer.Option(None, "--n", "-n", help="Samples to score (default 5000 for images, 100 for text)."),
+    features: str = typer.Option("auto", "--features", help=FEATURES_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="--features dinov2: a folder or .safetensors file of DINOv2 weights."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the samples and the metric subsets."),
+    reference: bool = typer.Option(True, "--reference/--no-reference", help="Also score real held-out data the same way (the floor)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Score a run's samples against real data; prints a table and writes RUN/eval.json."""
+    from genforge.evaluate import evaluate
+    from genforge.evaluate.results import describe
+
+    result = evaluate(run, n=n, features=features, weights=weights, seed=seed, device=device, progress=not quiet,
+                      reference=reference)
+    floor = result.get("reference_result")
+    typer.echo(describe(result))
+    width = max(len(k) for k in result["metrics"])
+    typer.echo(f"{'metric':<{width}}  {'this run':>12}" + (f"  {'real data':>12}" if floor else ""))
+    for key, value in result["metrics"].items():
+        line = f"{key:<{width}}  {value:>12.5g}"
+        if floor and key in floor["metrics"]:
+            line += f"  {floor['metrics'][key]:>12.5g}"
+        typer.echo(line)
+    sampling = result.get("sampling") or {}
+    if sampling:
+        typer.echo(f"sampling speed: {sampling['items_per_s']:,.1f} {sampling['unit']}/s")
+    if reference and floor is None:
+        typer.echo(f"(no real-data row: the held-out split has fewer than {result['n']} items; use a smaller --n)")
+    typer.echo(f"wrote {run / 'eval.json'}")
+
+
+@app.command()
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Run directories to put side by side."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML report to write (self-contained)."),
+    n: Optional[int] = typer.Option(None, "--n", "-n", help="Samples per run (default 5000 for images, 100 for text)."),
+    features: str = typer.Option("auto", "--features", help=FEATURES_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="--features dinov2: DINOv2 weights."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the samples and the metric subsets."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """One HTML page comparing runs: metrics, sample grids, training curves, speeds, sizes."""
+    from genforge.evaluate import compare as compare_runs
+
+    path = compare_runs(runs, out, n=n, features=features, weights=weights, seed=seed, device=device,
+                        progress=not quiet, log=typer.echo)
+    typer.echo(f"wrote {path}")
 
 
 @app.command()

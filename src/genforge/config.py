@@ -17,7 +17,7 @@ class DataConfig:
     image_size: int | None = None  # folder: sources are resized and centre-cropped to this (default 64)
     channels: int | None = None  # folder: sources: 1 (grayscale) or 3 (RGB); None keeps what the files have
     block_size: int = 256  # text: context length in tokens
-    val_fraction: float = 0.05
+    val_fraction: float = 0.1
 
 
 @dataclass
@@ -41,6 +41,9 @@ class TrainConfig:
     grid_size: int = 64  # items in each sample grid
     max_minutes: float | None = None
     max_bad_steps: int = 25  # consecutive non-finite losses before stopping
+    eval_every: int = 0  # score samples every N steps into metrics.jsonl as eval/* (0: never)
+    eval_n: int = 500  # samples per evaluation during training
+    eval_features: str = "auto"  # feature extractor for image runs (see `genforge eval --help`)
 
 
 @dataclass

@@ -116,9 +116,7 @@ class VAE(Family):
         mu, logvar = self.posterior(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         recon = self.neg_log_likelihood(self.decoder(z), x)
-        # KL(N(mu, var) || N(m, I)) in closed form, summed over latent dimensions
-        m = self.prior_mean(labels, mu)
-        kl = 0.5 * (logvar.exp() + (mu - m) ** 2 - 1.0 - logvar).sum(dim=1)
+        kl = kl_divergence(mu, logvar, self.prior_mean(labels, mu))
         loss = (recon + self.config.kl_beta * kl).mean()
         yield "main", loss, {
             "recon": recon.mean().detach(),
@@ -127,6 +125,22 @@ class VAE(Family):
         }
 
     # ---- capabilities ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def log_likelihood(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-image negative ELBO in nats (B,): an upper bound on -log p(x), one posterior sample each
+        (given labels "y" with a class-conditional prior, a bound on -log p(x | y))."""
+        x = batch["x"].to(self.device)
+        self._check_images(x)
+        with eval_mode(self):
+            mu, logvar = self.posterior(x)
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device)
+            recon = self.neg_log_likelihood(self.decoder(mu + eps * (0.5 * logvar).exp()), x)
+            labels = batch.get("y") if self.num_classes else None
+            if self.num_classes and labels is None:
+                raise ConfigError("this vae is class-conditional: its likelihood bound needs labels 'y'")
+            m = self.prior_mean(None if labels is None else labels.to(self.device), mu)
+        return recon + kl_divergence(mu, logvar, m)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,3 +180,8 @@ class VAE(Family):
         if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.spec.shape):
             expected = ", ".join(map(str, self.spec.shape))
             raise ConfigError(f"expected images shaped (B, {expected}), got {tuple(x.shape)}")
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, prior_mean: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(prior_mean, I)) in closed form, summed over latent dimensions: (B,)."""
+    return 0.5 * (logvar.exp() + (mu - prior_mean) ** 2 - 1.0 - logvar).sum(dim=1)

@@ -64,6 +64,7 @@ class Trainer:
         self.data = data
         self.progress = progress
         self.on_step = on_step
+        self._evaluator = None
         self.device = resolve_device(self.cfg.device)
         configure_backends(self.device)
         self.amp_dtype = autocast_dtype(self.device, self.cfg.precision)
@@ -157,6 +158,20 @@ class Trainer:
                          {"family": self.run.config.family, "run": str(self.run.path), "step": self.step,
                           "seed": self.cfg.seed})
         return path
+
+    def evaluate(self) -> dict:
+        """Score the sampling weights now (``genforge eval``'s metrics) and log them as eval/*."""
+        from genforge.evaluate.evaluator import Evaluator
+        from genforge.families.base import eval_mode
+
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.run, self.data, features=self.cfg.eval_features, n=self.cfg.eval_n,
+                                        seed=self.cfg.seed, device=self.device, progress=self.progress)
+        with eval_mode(self.sampling_model):
+            result = self._evaluator(self.sampling_model, self.amp_dtype)
+        record = {"step": self.step, **{f"eval/{k}": v for k, v in result["metrics"].items()}}
+        self._log(record)
+        return result
 
     # ---- signals ------------------------------------------------------------------------------
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -290,6 +305,8 @@ class Trainer:
                     self.write_sample_grid()
                 if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                     self.save_checkpoint()
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self.evaluate()
                 if self.on_step is not None:
                     self.on_step(self, self.step)
         finally:

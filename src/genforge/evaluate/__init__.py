@@ -1,0 +1,35 @@
+"""Evaluation: feature extractors, metrics, results and the side-by-side comparison report.
+
+    result = genforge.evaluate("runs/gan", n=1000)        # also written to runs/gan/eval.json
+    genforge.evaluate.compare(["runs/gan", "runs/vae"], "report.html")
+
+``genforge.evaluate`` is this package and, for the notebook form above, also callable: calling it
+calls ``evaluator.evaluate``.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+
+def evaluate(*args, **kwargs):
+    """See ``genforge.evaluate.evaluator.evaluate``."""
+    from genforge.evaluate.evaluator import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
+def compare(*args, **kwargs):
+    """See ``genforge.evaluate.compare.compare``."""
+    from genforge.evaluate.compare import compare as _compare
+
+    return _compare(*args, **kwargs)
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

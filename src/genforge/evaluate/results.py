@@ -1,0 +1,115 @@
+"""Evaluation results: what each score was measured on, where it is kept, and which ones compare.
+
+A result is a plain JSON-able dict:
+
+    {"format": "genforge-eval-1", "name": "gan", "run": "runs/gan", "family": "gan", "data": "mnist",
+     "modality": "image", "step": 1898, "n": 5000, "seed": 0,
+     "reference": {"data": "mnist", "split": "train", "n": 4500, "entry": "..."},
+     "extractor": {"name": "classifier", "fingerprint": "...", "dim": 128, "detail": "..."},
+     "metrics": {"fd": ..., "kid": ..., ...}, "sampling": {"items_per_s": ..., "unit": "img"},
+     "seconds": ..., "created": "2026-11-26T12:00:00Z"}
+
+Scores depend on the number of samples, the reference data and the feature extractor (FD is biased by
+n; features from two extractors live in different spaces), so results that differ in any of these are
+refused side by side rather than silently compared. A run keeps its latest result per extractor and n
+in ``RUN/eval.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from genforge.errors import ConfigError, RunError
+from genforge.io import atomic_write_json
+
+FORMAT = "genforge-eval-1"
+EVAL_FILE = "eval.json"
+
+
+def new_result(run, *, n: int, seed: int, reference: dict, extractor: dict | None, metrics: dict,
+               sampling: dict | None, seconds: float, name: str | None = None,
+               examples: list[str] | None = None) -> dict:
+    from genforge.io import read_metadata
+
+    try:
+        step = int(read_metadata(run.model_path).get("step", -1)) if run.model_path.is_file() else -1
+    except (RunError, ValueError):
+        step = -1
+    return {
+        "format": FORMAT, "name": name or run.path.name, "run": str(run.path), "family": run.config.family,
+        "data": run.config.data.source, "modality": run.spec.modality, "step": step, "n": n, "seed": seed,
+        "reference": reference, "extractor": extractor, "metrics": {k: float(v) for k, v in metrics.items()},
+        "sampling": sampling, "examples": list(examples or []), "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def result_key(result: dict) -> str:
+    """Where a result is kept in eval.json: one entry per extractor and sample count."""
+    extractor = result["extractor"]["name"] if result.get("extractor") else "text"
+    return f"{extractor}/n={result['n']}"
+
+
+def comparison_key(result: dict) -> tuple:
+    extractor = result.get("extractor") or {}
+    ref = result["reference"]
+    return (result["modality"], ref.get("entry"), ref.get("split"), ref.get("n", ref.get("tokens")), result["n"],
+            extractor.get("name"), extractor.get("fingerprint"))
+
+
+def describe(result: dict) -> str:
+    """One line saying what a result was measured on, for tables and errors."""
+    ref = result["reference"]
+    size = f"{ref['n']:,} items" if "n" in ref else f"{ref.get('tokens', 0):,} tokens"
+    text = f"{result['n']:,} samples vs the {ref['split']} split of {ref['data']} ({size})"
+    if result.get("extractor"):
+        ex = result["extractor"]
+        text += f", features: {ex['name']} [{ex['fingerprint']}] - {ex['detail']}"
+    return text
+
+
+def check_comparable(results: list[dict]) -> None:
+    """Raise a one-line ConfigError naming the first pair of results that measured different things."""
+    if not results:
+        return
+    first = results[0]
+    for other in results[1:]:
+        if comparison_key(other) != comparison_key(first):
+            raise ConfigError(
+                f"cannot compare '{first['name']}' ({describe(first)}) with '{other['name']}' ({describe(other)}): "
+                "scores compare only at the same n, reference data and feature extractor; "
+                "evaluate them with the same --n and --features"
+            )
+
+
+def load_results(run_path: str | Path) -> dict[str, dict]:
+    """The results kept in a run's eval.json ({} when there are none or the file is unreadable)."""
+    path = Path(run_path) / EVAL_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("results"), dict):
+        return {}
+    return data["results"]
+
+
+def save_result(run_path: str | Path, result: dict) -> Path:
+    """Add (or replace) ``result`` in the run's eval.json, atomically; other entries are kept."""
+    results = load_results(run_path)
+    stored = {k: v for k, v in result.items() if k != "reference_result"}
+    results[result_key(stored)] = stored
+    path = Path(run_path) / EVAL_FILE
+    atomic_write_json(path, {"format": FORMAT, "latest": result_key(stored), "results": results})
+    return path
+
+
+def find_result(run_path: str | Path, extractor: str, n: int | None) -> dict | None:
+    """The kept result made with ``extractor`` ("text" for text runs) and ``n`` samples (None: any n),
+    the most recent first."""
+    matches = [r for r in load_results(run_path).values()
+               if (n is None or r.get("n") == n) and (r.get("extractor") or {}).get("name", "text") == extractor]
+    return max(matches, key=lambda r: r.get("created", "")) if matches else None
