@@ -6,7 +6,7 @@ JavaScript, and a Content-Security-Policy forbids loading anything else, so the 
 archived as one file and opened offline. Every user-supplied string goes through :func:`html.escape`.
 
     from genforge.evaluate.report import ReportRun, MetricsTable, write_report
-    write_report("report.html", runs, tables, subtitle="4 runs on mnist / tinyshakespeare")
+    write_report("report.html", runs, tables, subtitle="4 runs on mnist / pycode")
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ _CSS = """
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--bg); color: var(--fg);
   font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 20px 48px; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 16px 48px; }
 header.page h1 { margin: 0 0 4px; font-size: 26px; }
 header.page p { margin: 2px 0; color: var(--muted); }
 h2 { font-size: 18px; margin: 32px 0 12px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
@@ -327,7 +327,7 @@ h3 { font-size: 15px; margin: 0 0 8px; }
 .muted { color: var(--muted); }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; background: var(--card); border: 1px solid var(--line); font-size: 13px; }
-th, td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
+th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
 thead th { background: #eef1f5; font-weight: 600; }
 tbody th { font-weight: 500; }
 td.num, thead th:not(:first-child) { text-align: right; font-variant-numeric: tabular-nums; }
