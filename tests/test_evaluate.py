@@ -656,6 +656,9 @@ def test_cli_compare_refuses_runs_on_different_data(vae_run, tmp_path):
     line = one_error_line(proc)
     assert "cannot compare" in line and "on-digits" in line and "on-mnist" in line
     assert not report.exists()
+    # --out naming a folder is refused before any work, and nothing is written
+    proc = cli("compare", digits_run, "--n", "30", "--out", tmp_path, "--quiet", "--device", "cpu")
+    assert "is a directory" in one_error_line(proc)
 
 
 # ---- found along the way -----------------------------------------------------------------------------------

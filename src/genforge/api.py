@@ -51,7 +51,7 @@ def validate_train(config: RunConfig) -> None:
         raise ConfigError(f"train.max_minutes must be positive, got {t.max_minutes}")
     if t.eval_every < 0:
         raise ConfigError(f"train.eval_every (--eval-every) must be 0 (off) or a positive step count, got {t.eval_every}")
-    if t.eval_n < 2:
+    if t.eval_n is not None and t.eval_n < 2:
         raise ConfigError(f"train.eval_n must be at least 2 samples, got {t.eval_n}")
     from genforge.evaluate.extractors import EXTRACTORS
 

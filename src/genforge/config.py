@@ -42,7 +42,7 @@ class TrainConfig:
     max_minutes: float | None = None
     max_bad_steps: int = 25  # consecutive non-finite losses before stopping
     eval_every: int = 0  # score samples every N steps into metrics.jsonl as eval/* (0: never)
-    eval_n: int = 500  # samples per evaluation during training
+    eval_n: int | None = None  # samples per evaluation during training (None: 500 images or 50 texts)
     eval_features: str = "auto"  # feature extractor for image runs (see `genforge eval --help`)
 
 

@@ -66,6 +66,8 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
 
     if not runs:
         raise ConfigError("compare needs at least one run directory")
+    if Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a directory; expected the HTML file to write, e.g. {Path(out) / 'report.html'}")
     opened = [Run.open(r) for r in runs]
     names = [r.path.name for r in opened]
     if len(set(names)) != len(names):

@@ -23,6 +23,7 @@ from genforge.evaluate.results import new_result
 from genforge.train.device import autocast
 
 DEFAULT_N = {"image": 5000, "text": 100}
+TRAINING_EVAL_N = {"image": 500, "text": 50}  # --eval-every: cheap enough to run often
 SAMPLE_BATCH = {"image": 250, "text": 100}
 TEXT_SAMPLE_TOKENS = 256
 MAX_VAL_TOKENS = 131_072  # bits per byte are measured on at most this many validation tokens

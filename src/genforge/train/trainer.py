@@ -161,11 +161,12 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Score the sampling weights now (``genforge eval``'s metrics) and log them as eval/*."""
-        from genforge.evaluate.evaluator import Evaluator
+        from genforge.evaluate.evaluator import TRAINING_EVAL_N, Evaluator
         from genforge.families.base import eval_mode
 
         if self._evaluator is None:
-            self._evaluator = Evaluator(self.run, self.data, features=self.cfg.eval_features, n=self.cfg.eval_n,
+            n = self.cfg.eval_n or TRAINING_EVAL_N[self.run.spec.modality]
+            self._evaluator = Evaluator(self.run, self.data, features=self.cfg.eval_features, n=n,
                                         seed=self.cfg.seed, device=self.device, progress=self.progress)
         with eval_mode(self.sampling_model):
             result = self._evaluator(self.sampling_model, self.amp_dtype)
