@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import cli
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,12 +21,6 @@ def invoke(*args: str) -> str:
     result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
-
-
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real `genforge` process, to see exactly what a user sees."""
-    return subprocess.run([sys.executable, "-m", "genforge.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
 
 
 @pytest.fixture(scope="module")

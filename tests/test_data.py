@@ -17,8 +17,14 @@ from genforge.data import cache_dir, list_sources, prepare
 from genforge.data import cache as data_cache
 from genforge.data.datasets import ImageDataset, TextDataset
 from genforge.data.images import split_indices
-from genforge.data.text import PYCODE_EXCLUDED_DIRS, in_validation, stdlib_files, stdlib_root
+from genforge.data import text as data_text
+from genforge.data.text import (
+    PYCODE_EXCLUDED_DIRS, Document, in_validation, read_pieces, stdlib_files, stdlib_root, write_token_streams,
+)
+from genforge.data.tokenizers import EOT, SPECIAL_TOKENS, BPETokenizer, CharTokenizer
 from genforge.errors import ConfigError, DataError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -203,7 +209,8 @@ def test_text_file_splits_at_end_of_stream(tmp_path):
     assert p.val.num_tokens == round(0.1 * (len(body) + 1))
     stream = np.concatenate([np.asarray(p.train.tokens), np.asarray(p.val.tokens)])
     assert p.tokenizer.decode(stream) == body
-    assert p.spec.vocab_size == len(set(body)) + 1
+    assert p.spec.vocab_size == len(set(body)) + len(SPECIAL_TOKENS)
+    assert m["tokenizer"] == "char" and m["special_ids"][EOT] == 0
 
 
 def test_text_folder_splits_by_document(tmp_path):
@@ -251,6 +258,21 @@ def test_text_folder_skips_non_utf8_with_warning(tmp_path):
         prepare(f"text:{tmp_path / 'only_bad'}", progress=False)
 
 
+def test_bpe_reading_errors_are_the_same_as_char(tmp_path):
+    """Files are checked while the BPE trainer reads them: the same warnings and errors as for characters."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "good.txt").write_text("plain text " * 50, encoding="utf-8")
+    (tmp_path / "d" / "old.txt").write_bytes("\xe9t\xe9".encode("latin-1") * 20)
+    (tmp_path / "d" / "blank.txt").write_text("  \n\n")
+    cfg = DataConfig(block_size=8, tokenizer="bpe", vocab_size=260)
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\).*old\.txt"):
+        p = prepare(f"text:{tmp_path / 'd'}", cfg, progress=False)
+    assert p.manifest["documents"] == 1 and p.tokenizer.decode(np.asarray(p.train.tokens)).startswith("plain text")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match=r"empty\.txt is empty"):
+        prepare(f"text:{tmp_path / 'empty.txt'}", cfg, progress=False)
+
+
 def test_unknown_source_and_bad_config(tmp_path):
     with pytest.raises(DataError, match=r"unknown data source 'cifar'.*digits, mnist, pycode.*folder:PATH.*text:PATH"):
         prepare("cifar", progress=False)
@@ -260,6 +282,115 @@ def test_unknown_source_and_bad_config(tmp_path):
         prepare("digits", DataConfig(val_fraction=0.0), progress=False)
     with pytest.raises(ConfigError, match="channels"):
         prepare("digits", DataConfig(channels=2), progress=False)
+
+
+# ---- tokenizers and token streams ---------------------------------------------------------------
+def write_corpus(folder, n: int = 12) -> dict[str, str]:
+    """Documents in several scripts, one holding the end-of-text marker as plain text."""
+    docs = {}
+    for i in range(n):
+        docs[f"doc{i:02d}.txt"] = f"# {i}\ndef f{i}(x):\n    return x * {i}  # π≈3.14 Привет 你好 🎉\n" * (3 + i % 4)
+    docs["doc00.txt"] += f"plain text {EOT} in a file\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in docs.items():
+        (folder / name).write_text(body, encoding="utf-8")
+    return docs
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_token_stream_is_documents_joined_by_eot(kind, tmp_path):
+    docs = write_corpus(tmp_path / "corpus")
+    cfg = DataConfig(block_size=8, val_fraction=0.3, tokenizer=kind, vocab_size=300)
+    p = prepare(f"text:{tmp_path / 'corpus'}", cfg, progress=False)
+    tok, m = p.tokenizer, p.manifest
+    assert tok.type == kind == m["tokenizer"] and m["vocab_size"] == tok.vocab_size
+    assert m["split"] == "documents" and m["characters"] == sum(len(d) for d in docs.values())
+    for split, ds in (("train", p.train), ("val", p.val)):
+        names = [n for n in sorted(docs) if in_validation(n, 0.3) == (split == "val")]
+        expected = np.concatenate([np.array([tok.eot_id] + tok.encode(docs[n])) for n in names])
+        assert isinstance(ds.tokens, np.memmap) and ds.tokens.dtype == np.uint16
+        assert np.array_equal(np.asarray(ds.tokens), expected), split
+    specials = set(tok.special_ids.values())
+    train = np.asarray(p.train.tokens)
+    assert int(np.isin(train, list(specials)).sum()) == (train == tok.eot_id).sum() == m["train_documents"]
+    if kind == "bpe":
+        assert m["tokens"]["train"] + m["tokens"]["val"] < m["characters"]  # merges: fewer tokens than characters
+
+
+def test_long_documents_stream_in_pieces(tmp_path, monkeypatch):
+    """A file larger than a read piece (and a tokenizer batch) gives the same ids as encoding it whole."""
+    body = "".join(f"line {i} ünï 🎉\r\n" for i in range(400))
+    (tmp_path / "big.txt").write_bytes(body.encode("utf-8"))
+    monkeypatch.setattr(data_text, "PIECE_BYTES", 256)
+    monkeypatch.setattr(data_text, "BATCH_CHARS", 1000)
+    pieces = list(read_pieces(tmp_path / "big.txt"))
+    assert len(pieces) > 10 and all(piece.endswith("\n") for piece in pieces)
+    assert "".join(pieces) == body.replace("\r\n", "\n")
+    tok = CharTokenizer.from_text(body.replace("\r\n", "\n"))
+    info = write_token_streams([Document("big.txt", tmp_path / "big.txt")], tok, tmp_path, 0.1, progress=False)
+    stream = np.concatenate([np.fromfile(tmp_path / f"{s}.bin", dtype=np.uint16) for s in ("train", "val")])
+    assert info["split"] == "end of stream" and sum(info["tokens"].values()) == len(stream)
+    assert stream.tolist() == [0] + tok.encode(body.replace("\r\n", "\n"))
+
+
+def test_read_pieces_reports_the_offset_of_bad_bytes(tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfhi\r\nthere")
+    assert "".join(read_pieces(tmp_path / "bom.txt", piece_bytes=3)) == "hi\nthere"  # "\r" and "\n" in different reads
+    (tmp_path / "bad.txt").write_bytes(b"ok\n" * 10 + b"caf\xe9")
+    with pytest.raises(ValueError, match="byte 0xe9 at offset 33"):
+        list(read_pieces(tmp_path / "bad.txt", piece_bytes=4))
+
+
+class WideTokenizer:
+    """Stands in for a tokenizer with 70,000 ids without training one."""
+
+    vocab_size, eot_id = 70_000, 0
+
+    def encode_batch(self, texts):
+        return [np.array([69_999 - ord(c) % 5 for c in t], dtype=np.int64) for t in texts]
+
+
+def test_vocabularies_over_65535_are_stored_as_uint32(tmp_path):
+    for i in range(2):
+        (tmp_path / f"{i}.txt").write_text("abcde" * 10)
+    docs = [Document(f"{i}.txt", tmp_path / f"{i}.txt") for i in range(2)]
+    info = write_token_streams(docs, WideTokenizer(), tmp_path, 0.5, progress=False)
+    assert info["token_dtype"] == "uint32"
+    stream = np.concatenate([np.fromfile(tmp_path / f"{s}.bin", dtype=np.uint32) for s in ("train", "val")])
+    assert len(stream) == 102 and stream.max() == 69_999 and (stream == 0).sum() == 2
+
+    # end to end: a corpus of 69,996 distinct characters makes a 70,000-id character vocabulary
+    chars = "".join(chr(c) for c in range(0x20000, 0x20000 + 69_996))
+    (tmp_path / "wide.txt").write_text(chars * 2, encoding="utf-8")
+    p = prepare(f"text:{tmp_path / 'wide.txt'}", DataConfig(block_size=8), progress=False)
+    assert p.tokenizer.vocab_size == 70_000 and p.manifest["token_dtype"] == "uint32"
+    assert isinstance(p.train.tokens, np.memmap) and p.train.tokens.dtype == np.uint32
+    assert int(p.train.tokens.max()) == 69_996 and p.train.batch(2, gen())["x"].max() < 70_000
+
+
+def test_cache_key_follows_the_tokenizer(tmp_path, monkeypatch):
+    write_corpus(tmp_path / "c", n=4)
+    src = f"text:{tmp_path / 'c'}"
+    char = prepare(src, DataConfig(block_size=8), progress=False)
+    bpe = prepare(src, DataConfig(block_size=8, tokenizer="bpe", vocab_size=300), progress=False)
+    bpe2 = prepare(src, DataConfig(block_size=8, tokenizer="bpe", vocab_size=320), progress=False)
+    assert len({char.path, bpe.path, bpe2.path}) == 3
+    assert isinstance(bpe.tokenizer, BPETokenizer) and bpe.tokenizer.vocab_size == 300
+    no_rebuild(monkeypatch)
+    assert prepare(src, DataConfig(block_size=8, vocab_size=999), progress=False).path == char.path  # char: size unused
+    again = prepare(src, DataConfig(block_size=4, tokenizer="bpe", vocab_size=300), progress=False)
+    assert again.path == bpe.path and again.tokenizer == bpe.tokenizer
+
+
+def test_tokenizer_config_errors(tmp_path):
+    (tmp_path / "a.txt").write_text("some text " * 20)
+    with pytest.raises(ConfigError, match="data.tokenizer must be one of char, bpe, got 'word'"):
+        prepare(f"text:{tmp_path / 'a.txt'}", DataConfig(tokenizer="word"), progress=False)
+    for bad in (100, 259, 2**32, "big", True):
+        with pytest.raises(ConfigError, match="data.vocab_size must be an integer from 260"):
+            prepare(f"text:{tmp_path / 'a.txt'}", DataConfig(tokenizer="bpe", vocab_size=bad), progress=False)
+    with pytest.raises(ConfigError, match="applies to text sources; 'digits' is image data"):
+        prepare("digits", DataConfig(tokenizer="bpe"), progress=False)
 
 
 # ---- splits, batches and the cache's robustness ------------------------------------------------

@@ -7,17 +7,14 @@ gives the training split's features unit mean variance), i.e. exactly what `genf
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import cli, one_error_line
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -83,21 +80,6 @@ def copy_run(run: Path, dest: Path) -> Path:
     shutil.copytree(run, dest)
     (dest / "eval.json").unlink(missing_ok=True)
     return dest
-
-
-def cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The real `genforge` process, as a user runs it."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "genforge.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
-
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    errors = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
-    assert proc.returncode == 1, (proc.returncode, proc.stdout[-800:], proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert len(errors) == 1, proc.stderr[-2000:]
-    return errors[0]
 
 
 def evaluator_for(run: Path, prepared, features: str, n: int = 30):

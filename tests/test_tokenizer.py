@@ -1,4 +1,4 @@
-"""The character tokenizer and tokenizer files."""
+"""The character and byte-level BPE tokenizers, their special tokens, and tokenizer files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genforge.data.tokenizers import EOT, CharTokenizer, load_tokenizer
+from genforge.data.tokenizers import (
+    EOT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, SPECIAL_TOKENS, BPETokenizer, CharTokenizer, load_tokenizer, train_tokenizer,
+)
 from genforge.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @settings(max_examples=300, deadline=None)
@@ -21,7 +25,7 @@ def test_round_trip_any_unicode(s):
     ids = tok.encode(s)
     assert len(ids) == len(s) and all(1 <= i < tok.vocab_size for i in ids)
     assert tok.decode(ids) == s
-    assert tok.vocab_size == len(set(s)) + 1
+    assert tok.vocab_size == len(set(s)) + len(SPECIAL_TOKENS)
 
 
 @settings(max_examples=100, deadline=None)
@@ -36,9 +40,9 @@ def test_documents_joined_by_eot_decode_without_it(docs):
 
 def test_ids_are_deterministic_and_eot_is_zero():
     a, b = CharTokenizer.from_text("banana!"), CharTokenizer.from_text("!nab")
-    assert a == b and a.eot_id == 0 and a.vocab_size == 5
+    assert a == b and a.eot_id == 0 and a.vocab_size == 8
     assert a.encode("!abn") == [1, 2, 3, 4]  # code-point order
-    assert a.decode(np.array([0, 2, 0, 3])) == "ab"
+    assert a.decode(np.array([0, 2, 0, 3, 5, 6, 7])) == "ab"  # special tokens are dropped
     assert a.decode(torch.tensor([[2, 4]])) == "an"
 
 
@@ -82,3 +86,201 @@ def test_load_errors_are_one_line(tmp_path):
     (tmp_path / "dup.json").write_text(json.dumps({"type": "char", "vocab": ["a", "a"]}))
     with pytest.raises(DataError, match="corrupt"):
         load_tokenizer(tmp_path / "dup.json")
+
+
+# ---- special tokens of the character tokenizer ---------------------------------------------------
+def test_char_special_tokens_come_after_the_characters():
+    tok = CharTokenizer.from_text("abc")
+    assert tok.special_ids == {EOT: 0, FIM_PREFIX: 4, FIM_MIDDLE: 5, FIM_SUFFIX: 6}
+    assert tok.fim_ids() == (4, 5, 6) and tok.vocab_size == 7
+    assert tok.decode([4, 1, 5, 2, 6, 3, 0]) == "abc"
+
+
+def test_old_char_files_keep_their_ids(tmp_path):
+    """A tokenizer.json written before the FIM tokens existed: same ids, no FIM tokens."""
+    (tmp_path / "old.json").write_text(json.dumps({"type": "char", "eot": EOT, "vocab": ["a", "b", "c"]}))
+    old = load_tokenizer(tmp_path / "old.json")
+    assert old.vocab_size == 4 and old.fim_ids() is None and old.special_ids == {EOT: 0}
+    assert old.encode("cab") == [3, 1, 2] and old.decode([0, 3, 1, 2]) == "cab"
+    assert old != CharTokenizer.from_text("abc")
+    old.save(tmp_path / "again.json")
+    assert "specials" not in json.loads((tmp_path / "again.json").read_text())
+    assert load_tokenizer(tmp_path / "again.json") == old
+    (tmp_path / "bad.json").write_text(json.dumps({"type": "char", "vocab": ["a"], "specials": {EOT: 0, FIM_PREFIX: 7}}))
+    with pytest.raises(DataError, match="corrupt.*specials"):
+        load_tokenizer(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_special_token_strings_in_text_are_ordinary_text(kind, bpe):
+    text = f"x {EOT} y {FIM_PREFIX}{FIM_MIDDLE}{FIM_SUFFIX} z"
+    tok = CharTokenizer.from_text(text) if kind == "char" else bpe
+    ids = tok.encode(text)
+    assert not set(ids) & set(tok.special_ids.values())
+    assert tok.decode(ids) == text
+    assert set(tok.special_ids) == set(SPECIAL_TOKENS) and tok.eot_id == tok.special_ids[EOT] == 0
+    assert len(set(tok.fim_ids())) == 3 and set(tok.fim_ids()) <= set(tok.special_ids.values())
+
+
+# ---- byte-level BPE -------------------------------------------------------------------------------
+MIXED = [
+    "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n",
+    "The quick brown fox jumps over the lazy dog. Ünïcödé façade naïve.\n",
+    "Съешь же ещё этих мягких французских булок, да выпей чаю.\n",
+    "我能吞下玻璃而不伤身体。日本語のテキスト。한국어 텍스트.\n",
+    "emoji: 🎉🚀👩‍👩‍👧 ✓ — العربية עברית हिन्दी ελληνικά\n",
+]
+
+
+@pytest.fixture(scope="module")
+def bpe() -> BPETokenizer:
+    """A tiny BPE trained once per module on a small mixed-script corpus."""
+    return BPETokenizer.train(iter(MIXED * 5), vocab_size=300, progress=False)
+
+
+def test_bpe_trains_with_every_byte_and_the_specials(bpe):
+    assert bpe.vocab_size == 300 and bpe.eot_id == 0
+    assert bpe.special_ids == {EOT: 0, FIM_PREFIX: 1, FIM_MIDDLE: 2, FIM_SUFFIX: 3} and bpe.fim_ids() == (1, 2, 3)
+    ids = bpe.encode(MIXED[0])
+    assert len(ids) < len(MIXED[0].encode("utf-8"))  # merges learnt: fewer tokens than bytes
+    assert train_tokenizer("bpe", iter(MIXED * 5), 300, progress=False) == bpe  # deterministic
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))  # any script, emoji, control characters; hypothesis leaves out lone surrogates
+def test_bpe_round_trips_any_unicode(bpe, s):
+    ids = bpe.encode(s)
+    assert all(4 <= i < bpe.vocab_size for i in ids)
+    assert bpe.decode(ids) == s
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=299), max_size=50))
+def test_bpe_decodes_any_ids_without_raising(bpe, ids):
+    assert isinstance(bpe.decode(ids), str)
+
+
+def test_bpe_partial_bytes_decode_to_replacement_characters(bpe):
+    ids = bpe.encode("𝄞")  # U+1D11E: four UTF-8 bytes, never seen in training, so four byte tokens
+    assert len(ids) == 4 and bpe.decode(ids) == "𝄞"
+    assert bpe.decode(ids[:2]) == "\ufffd" and bpe.decode(ids[:2] + bpe.encode("ok")) == "\ufffdok"
+
+
+def test_bpe_errors_are_one_line(bpe):
+    with pytest.raises(DataError, match="outside the vocabulary"):
+        bpe.decode([1, 300])
+    with pytest.raises(DataError, match="lone surrogate"):
+        bpe.encode("a\ud800b")
+    with pytest.raises(DataError, match="from 260"):
+        BPETokenizer.train(iter(["abc"]), vocab_size=100, progress=False)
+
+
+def test_bpe_save_load_same_ids(bpe, tmp_path):
+    bpe.save(tmp_path / "tokenizer.json")
+    d = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert d["type"] == "bpe" and d["eot"] == EOT and d["specials"][FIM_SUFFIX] == 3
+    assert json.loads(d["hf_tokenizer"])["model"]["type"] == "BPE"
+    loaded = load_tokenizer(tmp_path / "tokenizer.json")
+    assert isinstance(loaded, BPETokenizer) and loaded == bpe
+    for text in [*MIXED, f"a {EOT} b", "never seen: ŧħïš ŵőřđ 🦜"]:
+        assert loaded.encode(text) == bpe.encode(text)
+        assert loaded.decode(bpe.encode(text)) == text
+    assert not set(loaded.encode(f"a {EOT} b")) & {0, 1, 2, 3}  # still ordinary text after a reload
+    assert BPETokenizer.load(tmp_path / "tokenizer.json") == bpe
+    with pytest.raises(DataError, match="holds a 'bpe' tokenizer"):
+        CharTokenizer.load(tmp_path / "tokenizer.json")
+    d["hf_tokenizer"] = "{not json"
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(DataError, match="corrupt") as e:
+        load_tokenizer(tmp_path / "bad.json")
+    assert "\n" not in str(e.value)
+
+
+def test_encode_batch_matches_encode(bpe):
+    char = CharTokenizer.from_text("".join(MIXED))
+    for tok in (char, bpe):
+        batch = tok.encode_batch(MIXED)
+        assert [b.tolist() for b in batch] == [tok.encode(t) for t in MIXED]
+        assert all(b.dtype == np.int64 for b in batch)
+
+
+# ---- runs with a BPE tokenizer --------------------------------------------------------------------
+TINY_MODEL = ("data.block_size=16", "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "train.grid_size=2")
+
+
+@pytest.fixture(scope="module")
+def code_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("code") / "corpus.py"
+    path.write_text("def add(a, b):\n    return a + b\n\n# «ünïcödé» 🎉\n" * 40, encoding="utf-8")
+    return path
+
+
+def test_train_and_sample_a_bpe_run(code_file, tmp_path):
+    import genforge
+    from genforge.api import train
+
+    run = tmp_path / "run"
+    train(family="transformer", data=f"text:{code_file}", out=run, steps=2,
+          overrides=("data.tokenizer=bpe", "data.vocab_size=300", *TINY_MODEL), progress=False)
+    saved = load_tokenizer(run / "tokenizer.json")
+    assert isinstance(saved, BPETokenizer) and 260 <= saved.vocab_size <= 300  # a small corpus may stop merging early
+    model = genforge.load(run)
+    assert model.spec.vocab_size == saved.vocab_size and model.tokenizer == saved
+    texts = model.sample(2, prompt="def ", max_new_tokens=5)
+    assert len(texts) == 2 and all(t.startswith("def ") for t in texts)
+    assert model.sample(1, prompt="never seen: 𝄞", max_new_tokens=2)[0].startswith("never seen: 𝄞")  # BPE encodes anything
+
+
+def test_cli_trains_with_bpe_and_rejects_it_for_images(code_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from genforge.cli import app
+    from genforge.errors import ConfigError
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = ["train", "--family", "transformer", "--data", f"text:{code_file}", "--out", str(run), "--steps", "2",
+            "--quiet", "--tokenizer", "bpe", "--vocab-size", "280"]
+    for item in TINY_MODEL:
+        args += ["--set", item]
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert load_tokenizer(run / "tokenizer.json").type == "bpe"
+    import yaml
+
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert data["tokenizer"] == "bpe" and data["vocab_size"] == 280
+    result = runner.invoke(app, ["sample", str(run), "-n", "2", "--prompt", "def ", "--max-new-tokens", "4",
+                                 "--out", str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert all((tmp_path / "out" / f"{i:06d}.txt").read_text(encoding="utf-8").startswith("def ") for i in range(2))
+
+    bad = {
+        "image data": (["train", "--family", "vae", "--data", "digits", "--out", str(tmp_path / "img"),
+                        "--tokenizer", "bpe"], "applies to text sources; 'digits' is image data"),
+        "size without bpe": (["train", "--family", "transformer", "--data", f"text:{code_file}", "--out",
+                              str(tmp_path / "x"), "--vocab-size", "300"], "add --tokenizer bpe"),
+        "too small": (["data", "prepare", f"text:{code_file}", "--tokenizer", "bpe", "--vocab-size", "100"],
+                      "data.vocab_size must be an integer from 260"),
+    }
+    for name, (args, expected) in bad.items():
+        result = runner.invoke(app, args)
+        assert isinstance(result.exception, ConfigError) and expected in str(result.exception), name
+        assert "\n" not in str(result.exception)
+    assert not (tmp_path / "img").exists()
+
+    result = runner.invoke(app, ["data", "prepare", f"text:{code_file}", "--tokenizer", "bpe", "--vocab-size", "280",
+                                 "--block-size", "16"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0 and '"tokenizer": "bpe"' in result.output and '"token_dtype": "uint16"' in result.output
+
+
+def test_token_bytes_add_up_to_the_utf8_text(bpe):
+    char = CharTokenizer.from_text("".join(MIXED))
+    for tok in (char, bpe):
+        for text in MIXED:
+            ids = [tok.eot_id, *tok.encode(text), *tok.fim_ids()]
+            assert b"".join(tok.token_bytes(i) for i in ids) == text.encode("utf-8")
+        with pytest.raises(DataError, match="outside the vocabulary"):
+            tok.token_bytes(tok.vocab_size)
+    assert sorted(bpe.token_bytes(i) for i in range(4, 260)) == [bytes([b]) for b in range(256)]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from genforge.config import RunConfig, apply_overrides, check_types
 from genforge.errors import ConfigError, RunError
 from genforge.families import get_family
+from genforge.io import atomic_write_json, atomic_write_text
 from genforge.runs import Run, complete_model_config
+from genforge.sampling.tokens import check_stops, first_stop, held_back
 from genforge.train.device import autocast, autocast_dtype, resolve_device
 
 
@@ -24,7 +27,8 @@ def make_config(
 ) -> RunConfig:
     """A full run config: TrainConfig defaults, then the family's defaults, then the caller's values."""
     family_cls = get_family(family)
-    d: dict[str, Any] = {"family": family, "data": {"source": data}, "train": dict(family_cls.train_defaults), "model": {}}
+    d: dict[str, Any] = {"family": family, "data": {"source": data}, "train": dict(family_cls.train_defaults),
+                         "model": dict(getattr(family_cls, "model_defaults", {}))}
     if steps is not None:
         d["train"]["steps"] = steps
     d["train"].update({k: v for k, v in train.items() if v is not None})
@@ -134,13 +138,17 @@ class Model:
         return torch.Generator(device=self.device).manual_seed(int(seed))
 
     def sample_tensors(self, n: int, seed: int = 0, prompt: str | None = None, **conditions: Any) -> tuple[torch.Tensor, int]:
-        """Raw samples (images in [-1, 1], or token ids) and the prompt length in tokens."""
+        """Raw samples (images in [-1, 1], or token ids) and the prompt length in tokens.
+
+        Text rows end at their end-of-text token (end-of-text after it); stop strings need ``sample``.
+        """
         if n < 1:
             raise ConfigError(f"the number of samples must be at least 1, got {n}")
+        conditions = {k: v for k, v in conditions.items() if v is not None}
         prompt_len = 0
         if self.spec.modality == "text":
-            tokens = [self.tokenizer.eot_id] + (self.tokenizer.encode(prompt) if prompt else [])
-            conditions["prompt"] = tokens
+            tokens = self._prompt_tokens(prompt)
+            conditions.update(prompt=tokens, stop_at_end=True)
             prompt_len = len(tokens)
         elif prompt is not None:
             raise ConfigError(f"--prompt applies to text runs; {self.run.path} is an image run")
@@ -148,22 +156,177 @@ class Model:
             out = self.family.sample(n, generator=self._generator(seed), **conditions)
         return (out.float() if out.is_floating_point() else out), prompt_len
 
-    def sample(self, n: int = 16, seed: int = 0, prompt: str | None = None, **conditions: Any):
-        """Images as a float tensor in [-1, 1] (n, C, H, W), or a list of generated texts (prompt included)."""
-        out, prompt_len = self.sample_tensors(n, seed, prompt, **conditions)
-        if self.spec.modality == "text":
-            return self.codec.decode_all(out, prompt_len=prompt_len)
-        return out
+    def sample(self, n: int = 16, seed: int = 0, prompt: str | None = None, *,
+               stop: str | Sequence[str] | None = None, **conditions: Any):
+        """Images as a float tensor in [-1, 1] (n, C, H, W), or a list of generated texts (prompt included).
 
-    def save_samples(self, n: int, out: str | Path, seed: int = 0, prompt: str | None = None, **conditions: Any) -> list[Path]:
-        """Write one file per sample into ``out`` (plus grid.png for images and settings.json)."""
-        items, prompt_len = self.sample_tensors(n, seed, prompt, **conditions)
+        A text ends at the model's end-of-text token or just before the first of the ``stop`` strings
+        in its continuation, whichever comes first; generation ends once every text has ended.
+        Text runs take the decoding controls max_new_tokens, temperature, top_k, top_p, min_p and
+        repetition_penalty (see ``genforge.sampling.tokens``). With ``n == 1`` the text is exactly
+        ``"".join(self.stream(prompt, seed, ...))`` for the same settings.
+        """
+        if self.spec.modality != "text":
+            self._no_stop(stop)
+            return self.sample_tensors(n, seed, prompt, **conditions)[0]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
+        stops = check_stops(stop)
+        tokens = self._prompt_tokens(prompt)
+        prompt_text = self.tokenizer.decode(tokens)
+        done = [False] * n
+
+        def continuation(row) -> str:
+            return self.codec.decode_one(row, len(tokens))[len(prompt_text):]
+
+        def should_stop(ids: torch.Tensor) -> list[bool]:
+            ids = ids.cpu()
+            for i in range(n):
+                done[i] = done[i] or first_stop(continuation(ids[i]), stops) >= 0
+            return done
+
+        settings = {k: v for k, v in conditions.items() if v is not None}
+        with autocast(self.device, self.amp_dtype):
+            out = self.family.sample(n, generator=self._generator(seed), prompt=tokens, stop_at_end=True,
+                                     should_stop=should_stop if stops else None, **settings)
+        texts = [continuation(row) for row in out.cpu()]
+        return [prompt_text + (text[:cut] if (cut := first_stop(text, stops)) >= 0 else text) for text in texts]
+
+    def infill(self, prefix: str, suffix: str, seed: int = 0, *, max_new_tokens: int = 256, **decoding: Any) -> str:
+        """Fill in the middle: the text that belongs between ``prefix`` and ``suffix``, for text runs
+        trained with ``--fim-rate`` (see ``genforge.data.fim``). Generation ends at end-of-text.
+
+        When prefix and suffix do not fit the context together with the middle, the text nearest the
+        gap is kept (the end of the prefix, the start of the suffix).
+        """
+        from genforge.data.fim import FimIds, psm
+
+        if self.spec.modality != "text":
+            raise ConfigError(f"fill-in-the-middle applies to text runs; {self.run.path} is an image run")
+        fim = self.tokenizer.fim_ids()
+        if fim is None or not self.run.config.data.fim_rate:
+            raise ConfigError(f"{self.run.path} was not trained for fill-in-the-middle; "
+                              "train a run with --fim-rate 0.5 (a share of windows in prefix-suffix-middle order)")
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        ids = FimIds(*fim, end=self.tokenizer.eot_id)
+        before, after = self.tokenizer.encode(prefix), self.tokenizer.encode(suffix)
+        block = self.spec.shape[0]
+        room = block - 3 - min(max_new_tokens, block // 2)  # context left for prefix and suffix
+        if len(before) + len(after) > room:
+            keep_after = min(len(after), room // 2)
+            keep_before = min(len(before), room - keep_after)
+            keep_after = min(len(after), room - keep_before)
+            before, after = before[len(before) - keep_before:], after[:keep_after]
+        prompt = psm(before, [], after, ids)
+        specials = set(self.tokenizer.special_ids.values())
+
+        def should_stop(tokens: torch.Tensor) -> list[bool]:
+            return [bool(set(row[len(prompt):].tolist()) & specials) for row in tokens.cpu()]
+
+        settings = {k: v for k, v in decoding.items() if v is not None}
+        with autocast(self.device, self.amp_dtype):
+            out = self.family.sample(1, generator=self._generator(seed), prompt=prompt, max_new_tokens=max_new_tokens,
+                                     should_stop=should_stop, **settings)
+        new = out[0, len(prompt):].tolist()
+        end = next((i for i, t in enumerate(new) if t in specials), len(new))
+        return self.tokenizer.decode(new[:end])
+
+    def stream(
+        self,
+        prompt: str | None = None,
+        seed: int = 0,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        **conditions: Any,
+    ) -> Iterator[str]:
+        """One text sample, as pieces of text while it is generated: the prompt first, then new text.
+
+        The pieces join to ``self.sample(1, seed, prompt, ...)[0]`` with the same settings (None: the
+        family's default). A piece is shown only once it is final: text that could still become a stop
+        string, and a half-decoded multi-byte character (U+FFFD), wait for the next token.
+        Settings are checked here, before the first piece.
+        """
+        if self.spec.modality != "text":
+            raise ConfigError(f"streaming applies to text runs; {self.run.path} is an image run")
+        stops = check_stops(stop)
+        tokens = self._prompt_tokens(prompt)
+        settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                    "min_p": min_p, "repetition_penalty": repetition_penalty, **conditions}
+        columns = self.family.sample_stream(1, generator=self._generator(seed), prompt=tokens, stop_at_end=True,
+                                            **{k: v for k, v in settings.items() if v is not None})
+        return self._stream_text(columns, tokens, stops)
+
+    def _stream_text(self, columns: Iterator[torch.Tensor], tokens: list[int], stops: tuple[str, ...]) -> Iterator[str]:
+        prompt_text = self.tokenizer.decode(tokens)
+        if prompt_text:
+            yield prompt_text
+        ids, shown, text = list(tokens), 0, ""
+        try:
+            while True:
+                with autocast(self.device, self.amp_dtype):  # only around model work, not the caller's code
+                    column = next(columns, None)
+                if column is None:
+                    break
+                ids.append(int(column[0]))
+                # Decode everything again: a byte-level tokenizer's text for one token depends on its neighbours.
+                text = self.codec.decode_one(ids, len(tokens))[len(prompt_text):]
+                cut = first_stop(text, stops)
+                if cut >= 0:
+                    text = text[:cut]
+                    break
+                ready = len(text) - held_back(text, stops)
+                if ready > shown:
+                    yield text[shown:ready]
+                    shown = ready
+        finally:
+            columns.close()  # puts the model back in its mode at once, even when the caller stops early
+        if len(text) > shown:
+            yield text[shown:]
+
+    def save_samples(self, n: int, out: str | Path, seed: int = 0, prompt: str | None = None, *,
+                     stop: str | Sequence[str] | None = None, on_piece: Callable[[str], None] | None = None,
+                     **conditions: Any) -> list[Path]:
+        """Write one file per sample into ``out`` (plus grid.png for images and settings.json).
+
+        For one text sample, ``on_piece`` (if given) gets the text while it is generated (``stream``).
+        """
         params = {"family": self.run.config.family, "run": str(self.run.path), "seed": seed, "n": n,
-                  **({"prompt": prompt} if prompt else {}),
+                  **({"prompt": prompt} if prompt else {}), **({"stop": list(check_stops(stop))} if stop else {}),
                   **{k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in conditions.items()}}
-        if self.spec.modality == "text":
-            return self.codec.save(items, out, params, prompt_len=prompt_len)
-        return self.codec.save(items, out, params)
+        if self.spec.modality != "text":
+            self._no_stop(stop)
+            items, _ = self.sample_tensors(n, seed, prompt, **conditions)
+            return self.codec.save(items, out, params)
+        if on_piece is not None and n == 1:
+            pieces = []
+            for piece in self.stream(prompt, seed, stop=stop, **conditions):
+                on_piece(piece)
+                pieces.append(piece)
+            texts = ["".join(pieces)]
+        else:
+            texts = self.sample(n, seed, prompt, stop=stop, **conditions)
+        paths = [Path(out) / f"{i:06d}.txt" for i in range(len(texts))]
+        for path, text in zip(paths, texts):
+            atomic_write_text(path, text)
+        atomic_write_json(Path(out) / "settings.json", json.loads(json.dumps(params, sort_keys=True, default=str)))
+        return paths
+
+    def _prompt_tokens(self, prompt: str | None) -> list[int]:
+        """A text run's start: the end-of-text token (a document boundary), then the encoded prompt."""
+        if prompt is not None and not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+        return [self.tokenizer.eot_id] + (self.tokenizer.encode(prompt) if prompt else [])
+
+    def _no_stop(self, stop: Any) -> None:
+        if stop:
+            raise ConfigError(f"stop strings apply to text runs; {self.run.path} is an image run")
 
 
 def load(run: str | Path, device: str = "auto") -> Model:

@@ -24,8 +24,22 @@ FAMILY_HELP = "Model family: diffusion, gan, vae or transformer."
 SOURCE_HELP = "Built-in name (digits, mnist, pycode) or folder:PATH (images) or text:PATH (a text file or folder)."
 
 
+TOKENIZER_HELP = "Text sources: char (one id per character, the default) or bpe (byte-level BPE trained on the data)."
+VOCAB_SIZE_HELP = "With --tokenizer bpe: vocabulary size, 260 or more (default 4096)."
+
+
 def _echo_err(message: str) -> None:
     typer.echo(message, err=True)
+
+
+def _tokenizer_overrides(tokenizer: str | None, vocab_size: int | None) -> list[str]:
+    """--tokenizer / --vocab-size as data.* overrides; --vocab-size only means something for BPE."""
+    from genforge.errors import ConfigError
+
+    if vocab_size is not None and tokenizer != "bpe":
+        raise ConfigError(f"--vocab-size sets the size of a BPE vocabulary; add --tokenizer bpe (got --tokenizer {tokenizer or 'char'})")
+    out = [] if tokenizer is None else [f"data.tokenizer={tokenizer}"]
+    return out + ([] if vocab_size is None else [f"data.vocab_size={vocab_size}"])
 
 
 @app.command()
@@ -41,6 +55,9 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for initialisation, batches and noise."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="folder: sources: resize and centre-crop to this size."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Score samples every K steps (eval/* in metrics.jsonl and TensorBoard)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
+    vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help=VOCAB_SIZE_HELP),
+    fim_rate: Optional[float] = typer.Option(None, "--fim-rate", help="Text: share of training windows rearranged for fill-in-the-middle (0..1), for `genforge refine --prefix-file/--suffix-file`."),
     sets: list[str] = typer.Option([], "--set", "-s", help="Override any config value: section.key=value (sections: data, train, model)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -51,6 +68,9 @@ def train(
     overrides = list(sets)
     if image_size is not None:
         overrides.append(f"data.image_size={image_size}")
+    overrides += _tokenizer_overrides(tokenizer, vocab_size)
+    if fim_rate is not None:
+        overrides.append(f"data.fim_rate={fim_rate}")
     result = train_run(
         family, data, out, steps=steps, overrides=overrides, resume=resume, progress=not quiet,
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, device=device, seed=seed, eval_every=eval_every,
@@ -76,21 +96,88 @@ def sample(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Text runs: tokens to generate."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Text runs: sampling temperature."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Text runs: keep only the k most likely tokens."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Text runs: keep the most likely tokens whose probabilities add up to p, in (0, 1]."),
+    min_p: Optional[float] = typer.Option(None, "--min-p", help="Text runs: drop tokens less likely than min_p times the most likely one, in [0, 1]."),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="Text runs: > 1 makes tokens already in the text less likely (1 = off)."),
+    stop: list[str] = typer.Option([], "--stop", help="Text runs: end a sample before this string (repeatable)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
-    """Generate samples from a trained run; one file per sample, plus grid.png for images."""
+    """Generate samples from a trained run; one file per sample, plus grid.png for images.
+
+    One text sample (-n 1) is printed while it is generated; more are printed once all are done."""
     from genforge.api import load
 
     model = load(run, device=device)
-    conditions = {"label": label, "steps": steps, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k}
+    conditions = {"label": label, "steps": steps, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                  "top_k": top_k, "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty}
     conditions = {k: v for k, v in conditions.items() if v is not None}
     out = out or (run / "generated" / f"seed-{seed}")
-    paths = model.save_samples(n, out, seed=seed, prompt=prompt, **conditions)
-    if model.spec.modality == "text":
+    streaming = model.spec.modality == "text" and n == 1
+    started = False
+
+    def show(piece: str) -> None:
+        nonlocal started
+        if not started:  # after the settings were checked, so a bad one prints nothing but its error
+            typer.echo("--- 000000.txt")
+            started = True
+        typer.echo(piece, nl=False)  # click.echo flushes: the piece shows now
+
+    paths = model.save_samples(n, out, seed=seed, prompt=prompt, stop=stop or None,
+                               on_piece=show if streaming else None, **conditions)
+    if streaming:
+        if not started:
+            typer.echo(f"--- {paths[0].name}")
+        typer.echo("")
+    elif model.spec.modality == "text":
         for p in paths:
             typer.echo(f"--- {p.name}")
             typer.echo(p.read_text(encoding="utf-8"))
     typer.echo(f"wrote {len(paths)} samples to {out}")
+
+
+@app.command()
+def refine(
+    run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
+    prefix_file: Optional[Path] = typer.Option(None, "--prefix-file", help="Text runs: the text before the gap."),
+    suffix_file: Optional[Path] = typer.Option(None, "--suffix-file", help="Text runs: the text after the gap."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the middle (default RUN/refined/middle-seed-S.txt)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same settings, same machine: same output."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest middle, in tokens."),
+    temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature (0: greedy)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep only the k most likely tokens."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Refine content. Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate)."""
+    from genforge.api import load
+    from genforge.errors import ConfigError
+    from genforge.io import atomic_write_text
+
+    if prefix_file is None and suffix_file is None:
+        raise ConfigError("refine needs --prefix-file and/or --suffix-file (the text around the gap to fill)")
+    prefix, suffix = _read_text_option(prefix_file, "--prefix-file"), _read_text_option(suffix_file, "--suffix-file")
+    model = load(run, device=device)
+    middle = model.infill(prefix, suffix, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_k=top_k, top_p=top_p)
+    out = out or (run / "refined" / f"middle-seed-{seed}.txt")
+    atomic_write_text(out, middle)
+    typer.echo(middle)
+    typer.echo(f"wrote the middle ({len(middle)} characters) to {out}", err=True)
+
+
+def _read_text_option(path: Path | None, option: str) -> str:
+    from genforge.errors import DataError
+
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{option} {path} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{option} {path} is a directory; expected a text file") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{option} {path} is not UTF-8 text") from None
 
 
 @app.command()
@@ -160,6 +247,8 @@ def data_prepare(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="folder: sources: resize and centre-crop to this size."),
     channels: Optional[int] = typer.Option(None, "--channels", help="folder: sources: 1 (grayscale) or 3 (RGB)."),
     block_size: Optional[int] = typer.Option(None, "--block-size", help="text sources: context length in tokens."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
+    vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help=VOCAB_SIZE_HELP),
 ) -> None:
     """Decode and cache a source; print its manifest."""
     from genforge.config import DataConfig
@@ -172,6 +261,11 @@ def data_prepare(
         cfg.channels = channels
     if block_size is not None:
         cfg.block_size = block_size
+    _tokenizer_overrides(tokenizer, vocab_size)  # the same checks as train's
+    if tokenizer is not None:
+        cfg.tokenizer = tokenizer
+    if vocab_size is not None:
+        cfg.vocab_size = vocab_size
     prepared = prepare(source, cfg)
     typer.echo(json.dumps(prepared.manifest, indent=2, sort_keys=True))
     typer.echo(f"cached in {prepared.path}")

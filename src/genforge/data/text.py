@@ -1,5 +1,10 @@
-"""Text sources: files read as UTF-8 documents, one character vocabulary for the whole corpus, and a
-deterministic train/validation split into two token streams.
+"""Text sources: files read lazily as UTF-8 documents, a tokenizer fitted to them, and a deterministic
+train/validation split written to disk as two token streams.
+
+Nothing here holds a corpus in memory. A ``TextCorpus`` re-reads its files for each pass (one to fit
+the tokenizer, one to tokenise), in pieces of a few MiB that end at line breaks, and
+``write_token_streams`` appends each piece's ids to ``train.bin`` / ``val.bin`` as it goes; the cache
+maps those files back as memmaps.
 
 In a stream every document is preceded by the end-of-text token, so a model learns what follows it:
 the start of a document. Sampling can then begin from that token alone.
@@ -7,18 +12,21 @@ the start of a document. Sampling can then begin from that token alone.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
+import shutil
 import sysconfig
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from genforge.data.images import image_extensions
-from genforge.data.tokenizers import MAX_CODE_POINT, CharTokenizer
+from genforge.data.tokenizers import Tokenizer
 from genforge.errors import DataError
 
 # folders of the standard library that are not representative library code (or not Python 3 at all)
@@ -31,20 +39,8 @@ BINARY_EXTENSIONS = {
     ".safetensors", ".zip", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".tar", ".rar", ".pdf", ".mp3", ".wav", ".flac",
     ".ogg", ".mp4", ".mov", ".avi", ".mkv", ".woff", ".woff2", ".ttf", ".otf", ".db", ".sqlite", ".pkl", ".pickle",
 }
-
-
-@dataclass
-class Document:
-    name: str  # path relative to the source root, with "/" separators: the split hashes it
-    text: str
-
-
-@dataclass
-class TokenizedCorpus:
-    tokenizer: CharTokenizer
-    train: np.ndarray  # token ids, uint16 or uint32
-    val: np.ndarray
-    info: dict = field(default_factory=dict)  # document counts and how the split was made
+PIECE_BYTES = 4 << 20  # files are read in pieces of about this size: big files never sit in memory whole
+BATCH_CHARS = 1 << 20  # text handed to the tokenizer's encode_batch at once
 
 
 # ---- finding files -----------------------------------------------------------------------------
@@ -77,51 +73,119 @@ def text_files(root: Path) -> list[Path]:
 
 
 # ---- reading -----------------------------------------------------------------------------------
-def read_documents(where: str, root: Path, files: list[Path], progress: bool = True) -> list[Document]:
-    """Read ``files`` as UTF-8 documents. A single file must be non-empty UTF-8 text (else DataError); in a
-    folder, files that are not UTF-8 are skipped with one warning and empty files are skipped silently."""
-    single = root.is_file()
-    documents, failures = [], []
-    for path in tqdm(files, desc=f"reading {root.name or root}", unit="file", disable=not progress, leave=False):
-        name = path.name if single else path.relative_to(root).as_posix()
-        try:
-            text = decode_text(path.read_bytes())
-        except (UnicodeDecodeError, ValueError, OSError) as e:
-            reason = describe_decode_error(e)
-            if single:
-                raise DataError(f"{where} is not readable as text ({reason}); expected a UTF-8 encoded text file") from None
-            failures.append((name, reason))
-            continue
-        if not text.strip():
-            if single:
-                raise DataError(f"{where} is empty; expected a UTF-8 text file with some text in it")
-            continue
-        documents.append(Document(name, text))
+@dataclass(frozen=True)
+class Document:
+    name: str  # path relative to the source root, with "/" separators: the split hashes it
+    path: Path
 
-    if failures:
-        shown = "; ".join(f"{name} ({why})" for name, why in failures[:10])
-        more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
-        warnings.warn(f"{where}: skipped {len(failures)} file(s) that are not UTF-8 text: {shown}{more}", stacklevel=2)
-    if not documents:
-        raise DataError(
-            f"{where} has no usable text: {len(files)} file(s) found, none of them non-empty UTF-8 text; "
-            "expected UTF-8 text files (.txt, .md, .py, .json, .csv, ...)"
-        )
-    return documents
+    def pieces(self) -> Iterator[str]:
+        return read_pieces(self.path)
+
+    def read(self) -> str:
+        return "".join(self.pieces())
 
 
-def decode_text(raw: bytes) -> str:
-    if b"\x00" in raw:  # UTF-8 decodes NUL bytes happily, but files holding them are binary
-        raise ValueError("binary data: contains NUL bytes")
-    text = raw.decode("utf-8-sig")  # -sig: drop a byte-order mark that some editors write
-    # one newline convention, so Windows files do not double the vocabulary's line endings
-    return text.replace("\r\n", "\n")
+def read_pieces(path: Path, piece_bytes: int | None = None) -> Iterator[str]:
+    """A UTF-8 file's text in pieces of about ``piece_bytes``, each ending at a line break where there is one.
+
+    Raises ValueError (binary data, or not UTF-8, with the byte offset) when the file is not text. A
+    byte-order mark is dropped and Windows line ends become "\\n", so they do not double the vocabulary.
+    """
+    piece_bytes = piece_bytes or PIECE_BYTES
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()  # -sig: drop a byte-order mark some editors write
+    pending, consumed = "", 0
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(piece_bytes)
+            consumed += len(raw)
+            final = not raw
+            if b"\x00" in raw:  # UTF-8 decodes NUL bytes happily, but files holding them are binary
+                raise ValueError("binary data: contains NUL bytes")
+            try:
+                text = pending + decoder.decode(raw, final=final)
+            except UnicodeDecodeError as e:
+                offset = consumed - len(e.object) + e.start  # e.object: bytes held from the last read + this read
+                raise ValueError(f"not UTF-8: byte 0x{e.object[e.start]:02x} at offset {offset}") from None
+            text = text.replace("\r\n", "\n")
+            if not final:
+                # keep what follows the last line break for the next piece (a "\r" may be half of "\r\n")
+                cut = text.rfind("\n") + 1
+                if cut == 0 or len(text) - cut > piece_bytes:
+                    cut = len(text) - text.endswith("\r")
+                text, pending = text[:cut], text[cut:]
+            if text:
+                yield text
+            if final:
+                return
 
 
-def describe_decode_error(e: Exception) -> str:
-    if isinstance(e, UnicodeDecodeError):
-        return f"not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start}"
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+class TextCorpus:
+    """The documents of a text source, read from disk afresh on every pass.
+
+    The first pass (``texts()``) checks every file as it reads it: a single file must be non-empty UTF-8
+    text (else DataError); in a folder, files that are not UTF-8 are skipped with one warning at the end,
+    and empty ones silently. A file found not to be UTF-8 part-way through has already shown its first
+    pieces to that pass (which fits the tokenizer); they can only add vocabulary. Later passes read only
+    the files that passed, as ``documents``.
+    """
+
+    def __init__(self, where: str, root: Path, files: list[Path], progress: bool = True):
+        self.where, self.root, self.files, self.progress = where, root, list(files), progress
+        self._documents: list[Document] | None = None
+        self.characters = 0
+
+    def texts(self, show_progress: bool = True) -> Iterator[str]:
+        """Every document's text, piece by piece; the first call is the checking pass (with a bar over the
+        files unless ``show_progress`` is False, e.g. while a BPE trainer draws its own)."""
+        if self._documents is None:
+            yield from self._first_pass(show_progress)
+        else:
+            for doc in self._documents:
+                yield from doc.pieces()
+
+    @property
+    def documents(self) -> list[Document]:
+        if self._documents is None:
+            for _ in self._first_pass():
+                pass
+        return self._documents
+
+    def _first_pass(self, show_progress: bool = True) -> Iterator[str]:
+        single = self.root.is_file()
+        documents, failures, characters = [], [], 0
+        files = tqdm(self.files, desc=f"reading {self.root.name or self.root}", unit="file",
+                     disable=not (self.progress and show_progress), leave=False)
+        for path in files:
+            name = path.name if single else path.relative_to(self.root).as_posix()
+            blank, length = True, 0
+            try:
+                for piece in read_pieces(path):
+                    blank = blank and not piece.strip()
+                    length += len(piece)
+                    yield piece
+            except (ValueError, OSError) as e:
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if single:
+                    raise DataError(f"{self.where} is not readable as text ({reason}); expected a UTF-8 encoded text file") from None
+                failures.append((name, reason))
+                continue
+            if blank:
+                if single:
+                    raise DataError(f"{self.where} is empty; expected a UTF-8 text file with some text in it")
+                continue
+            documents.append(Document(name, path))
+            characters += length
+
+        if failures:
+            shown = "; ".join(f"{name} ({why})" for name, why in failures[:10])
+            more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
+            warnings.warn(f"{self.where}: skipped {len(failures)} file(s) that are not UTF-8 text: {shown}{more}", stacklevel=2)
+        if not documents:
+            raise DataError(
+                f"{self.where} has no usable text: {len(self.files)} file(s) found, none of them non-empty UTF-8 text; "
+                "expected UTF-8 text files (.txt, .md, .py, .json, .csv, ...)"
+            )
+        self._documents, self.characters = documents, characters
 
 
 # ---- tokenising and splitting ------------------------------------------------------------------
@@ -132,32 +196,67 @@ def in_validation(name: str, val_fraction: float) -> bool:
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 while every id fits (half the disk and page cache of uint32), else uint32."""
     return np.dtype(np.uint16 if vocab_size <= 65535 else np.uint32)
 
 
-def tokenize_corpus(documents: list[Document], val_fraction: float, progress: bool = True) -> TokenizedCorpus:
-    # the vocabulary comes from the whole corpus, so validation text never holds unknown characters
-    present = np.zeros(MAX_CODE_POINT + 1, dtype=bool)
-    for doc in documents:
-        present[np.frombuffer(doc.text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)] = True
-    tokenizer = CharTokenizer.from_code_points(np.flatnonzero(present))
+def write_token_streams(documents: list[Document], tokenizer: Tokenizer, folder: Path, val_fraction: float,
+                        progress: bool = True, characters: int | None = None) -> dict:
+    """Tokenise ``documents`` into ``folder``/train.bin and val.bin (raw ids, ``token_dtype``), each document
+    preceded by the end-of-text id; returns the counts and how the split was made, for the manifest.
+
+    Documents go to a split by a hash of their name. When that leaves a split empty (one file, or
+    few), the end of the token stream is held out instead. Ids are appended to the files as they
+    are made: memory holds one batch of text and its ids, whatever the corpus size.
+    """
     dtype = token_dtype(tokenizer.vocab_size)
-    eot = np.array([tokenizer.eot_id], dtype=dtype)
+    eot = np.array([tokenizer.eot_id], dtype=dtype).tobytes()
+    paths = {"train": folder / "train.bin", "val": folder / "val.bin"}
+    counts = {"train": 0, "val": 0}
+    docs_in = {"train": 0, "val": 0}
+    bar = tqdm(total=characters, desc="tokenizing", unit="char", unit_scale=True, disable=not progress, leave=False)
+    with open(paths["train"], "wb") as train_f, open(paths["val"], "wb") as val_f:
+        files = {"train": train_f, "val": val_f}
+        batch: list[tuple[str, bool, str]] = []  # (split, starts a document, text)
 
-    pieces = []  # per document: [eot, ids...]
-    for doc in tqdm(documents, desc="tokenizing", unit="doc", disable=not progress, leave=False):
-        pieces.append(np.concatenate([eot, tokenizer.encode_array(doc.text).astype(dtype)]))
+        def flush() -> None:
+            for (split, starts, text), ids in zip(batch, tokenizer.encode_batch([t for _, _, t in batch])):
+                if starts:
+                    files[split].write(eot)
+                    counts[split] += 1
+                files[split].write(np.asarray(ids).astype(dtype).tobytes())
+                counts[split] += len(ids)
+                bar.update(len(text))
+            batch.clear()
 
-    is_val = [in_validation(doc.name, val_fraction) for doc in documents]
-    info = {"documents": len(documents), "characters": int(sum(len(d.text) for d in documents))}
-    if any(is_val) and not all(is_val):
-        train = np.concatenate([p for p, v in zip(pieces, is_val) if not v])
-        val = np.concatenate([p for p, v in zip(pieces, is_val) if v])
-        info.update(split="documents", train_documents=is_val.count(False), val_documents=is_val.count(True))
+        size = 0
+        for doc in documents:
+            split = "val" if in_validation(doc.name, val_fraction) else "train"
+            docs_in[split] += 1
+            for i, piece in enumerate(doc.pieces()):
+                batch.append((split, i == 0, piece))
+                size += len(piece)
+                if size >= BATCH_CHARS:
+                    flush()
+                    size = 0
+        flush()
+    bar.close()
+
+    info = {"documents": len(documents)}
+    if docs_in["train"] and docs_in["val"]:
+        info.update(split="documents", train_documents=docs_in["train"], val_documents=docs_in["val"])
     else:
         # too few documents for a split by document: hold out the end of the token stream instead
-        stream = np.concatenate(pieces)
-        n_val = min(max(1, round(val_fraction * len(stream))), len(stream) - 1)
-        train, val = stream[: len(stream) - n_val], stream[len(stream) - n_val :]
+        whole = "train" if docs_in["train"] else "val"
+        if whole == "val":
+            os.replace(paths["val"], paths["train"])
+        total = counts[whole]
+        n_val = min(max(1, round(val_fraction * total)), total - 1)
+        with open(paths["train"], "r+b") as f, open(paths["val"], "wb") as out:
+            f.seek((total - n_val) * dtype.itemsize)
+            shutil.copyfileobj(f, out)
+            f.truncate((total - n_val) * dtype.itemsize)
+        counts = {"train": total - n_val, "val": n_val}
         info.update(split="end of stream", train_documents=len(documents), val_documents=0)
-    return TokenizedCorpus(tokenizer, train, val, info)
+    info.update(tokens=counts, token_dtype=dtype.name)
+    return info

@@ -1,24 +1,41 @@
 """Tokenizers: text <-> token ids, saved as one JSON file whose "type" field says which class reads it.
 
-Every tokenizer offers the same small interface (``Tokenizer`` below), so a BPE tokenizer (HF
-``tokenizers``) can be added later as one more class plus one line in ``TOKENIZER_TYPES``.
-Id 0 is always the end-of-text token that separates documents.
+Two kinds, one small interface (``Tokenizer`` below):
+
+- ``CharTokenizer``: one id per character seen in the corpus. Small corpora, exact, no training.
+- ``BPETokenizer``: byte-level BPE trained on the corpus with HF ``tokenizers``. Every byte is in its
+  vocabulary, so it encodes any text, including text it never saw; fewer tokens per character.
+
+Both carry the same special tokens: ``<|endoftext|>`` (id 0) separates documents, and
+``<|fim_prefix|>``, ``<|fim_middle|>``, ``<|fim_suffix|>`` mark fill-in-the-middle examples.
+Special tokens exist only as ids: encoding text never produces them (the string "<|endoftext|>" in a
+user's file is ordinary characters), and decoding drops them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence
 
 import numpy as np
-
 from genforge.errors import DataError
 from genforge.io import atomic_write_json
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer as HFTokenizer
+
 EOT = "<|endoftext|>"
+FIM_PREFIX = "<|fim_prefix|>"
+FIM_MIDDLE = "<|fim_middle|>"
+FIM_SUFFIX = "<|fim_suffix|>"
+FIM_TOKENS = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)
+SPECIAL_TOKENS = (EOT, *FIM_TOKENS)
 MAX_CODE_POINT = 0x10FFFF
+MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte, plus the special tokens
+MAX_BPE_VOCAB = 2**32 - 1  # ids are stored as uint32 at most
 
 
 class Tokenizer(Protocol):
@@ -32,9 +49,27 @@ class Tokenizer(Protocol):
     @property
     def eot_id(self) -> int: ...
 
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """Special token name -> id, e.g. {"<|endoftext|>": 0, "<|fim_prefix|>": ..., ...}."""
+        ...
+
+    def fim_ids(self) -> tuple[int, int, int] | None:
+        """(prefix, middle, suffix) ids for fill-in-the-middle; None when the tokenizer has none (old char files)."""
+        ...
+
     def encode(self, text: str) -> list[int]: ...
 
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of each text as int64 arrays: the fast path for whole corpora."""
+        ...
+
     def decode(self, ids: Iterable[int]) -> str: ...
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes one token stands for (b"" for special tokens): what bits-per-byte should count,
+        since decoding a single BPE token may give U+FFFD for a part of a character."""
+        ...
 
     def save(self, path: str | os.PathLike) -> None: ...
 
@@ -47,23 +82,37 @@ def _to_code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-class CharTokenizer:
-    """One id per character (Unicode code point) seen in the corpus; id 0 is ``<|endoftext|>``.
+def _as_ids(ids: Any, vocab_size: int) -> np.ndarray:
+    """Any id sequence (list, numpy array, torch tensor on any device) as a flat int64 array, range-checked."""
+    if hasattr(ids, "detach"):  # a torch tensor, possibly on an accelerator
+        ids = ids.detach().cpu().numpy()
+    ids = np.asarray(ids if isinstance(ids, (np.ndarray, list, tuple)) else list(ids), dtype=np.int64).reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = ids[(ids < 0) | (ids >= vocab_size)][0]
+        raise DataError(f"token id {int(bad)} is outside the vocabulary (0..{vocab_size - 1})")
+    return ids
 
-    Character ids are assigned in code-point order, so the same corpus always gives the same ids.
+
+class CharTokenizer:
+    """One id per character (Unicode code point) seen in the corpus.
+
+    Ids: 0 is ``<|endoftext|>``; 1..n the characters in code-point order (so the same corpus always gives
+    the same ids); then the three FIM tokens. FIM tokens come last so that files written before they
+    existed keep their ids: such files (no "specials" field) still load, with ``fim_ids()`` None.
     Encoding is a table look-up over the UTF-32 code points (numpy), not a Python loop.
     """
 
     type: ClassVar[str] = "char"
 
-    def __init__(self, chars: Iterable[str]):
+    def __init__(self, chars: Iterable[str], fim: bool = True):
         chars = list(chars)
-        if any(len(c) != 1 for c in chars):
+        if any(not isinstance(c, str) or len(c) != 1 for c in chars):
             raise DataError("a character tokenizer's vocabulary must be single characters")
         code_points = np.array(sorted({ord(c) for c in chars}), dtype=np.uint32)
         if len(code_points) != len(chars):
             raise DataError("a character tokenizer's vocabulary has duplicate characters")
         self._code_points = code_points  # id i + 1 -> code point
+        self._fim = bool(fim)
         self._lookup: np.ndarray | None = None  # code point -> id, built on first encode
 
     # ---- construction ----------------------------------------------------------------------
@@ -72,19 +121,46 @@ class CharTokenizer:
         return cls.from_code_points(np.unique(_to_code_points(text)))
 
     @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> "CharTokenizer":
+        """From a corpus given piece by piece (see ``text.py``), never holding more than one piece."""
+        present = np.zeros(MAX_CODE_POINT + 1, dtype=bool)
+        for text in texts:
+            present[_to_code_points(text)] = True
+        return cls.from_code_points(np.flatnonzero(present))
+
+    @classmethod
     def from_code_points(cls, code_points: np.ndarray) -> "CharTokenizer":
-        """From the distinct code points of a corpus (see ``text.py``, which gathers them document by document)."""
         raw = np.asarray(code_points, dtype=np.uint32).tobytes()
         return cls(raw.decode("utf-32-le", "surrogatepass"))
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int | None = None, progress: bool = True) -> "CharTokenizer":
+        """The ``train_tokenizer`` entry point. The vocabulary is whatever characters occur, so ``vocab_size``
+        is unused; reading the corpus is the only slow part, and the corpus shows its own progress."""
+        return cls.from_texts(texts)
 
     # ---- the Tokenizer interface -----------------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        return len(self._code_points) + 1
+        return len(self._code_points) + 1 + (len(FIM_TOKENS) if self._fim else 0)
 
     @property
     def eot_id(self) -> int:
         return 0
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        ids = {EOT: 0}
+        if self._fim:
+            first = len(self._code_points) + 1
+            ids.update({name: first + i for i, name in enumerate(FIM_TOKENS)})
+        return ids
+
+    def fim_ids(self) -> tuple[int, int, int] | None:
+        if not self._fim:
+            return None
+        first = len(self._code_points) + 1
+        return first, first + 1, first + 2
 
     @property
     def chars(self) -> str:
@@ -94,7 +170,7 @@ class CharTokenizer:
         return self.encode_array(text).tolist()
 
     def encode_array(self, text: str) -> np.ndarray:
-        """Token ids as an int64 array; the fast path for whole corpora."""
+        """Token ids as an int64 array; never a special token's id."""
         code_points = _to_code_points(text)
         if code_points.size == 0:
             return np.zeros(0, dtype=np.int64)
@@ -109,18 +185,27 @@ class CharTokenizer:
             )
         return ids.astype(np.int64)
 
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [self.encode_array(t) for t in texts]
+
     def decode(self, ids: Iterable[int]) -> str:
-        if hasattr(ids, "detach"):  # a torch tensor, possibly on an accelerator
-            ids = ids.detach().cpu().numpy()
-        ids = np.asarray(ids if isinstance(ids, (np.ndarray, list, tuple)) else list(ids), dtype=np.int64).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            bad = ids[(ids < 0) | (ids >= self.vocab_size)][0]
-            raise DataError(f"token id {int(bad)} is outside the vocabulary (0..{self.vocab_size - 1})")
-        ids = ids[ids != self.eot_id]
+        """The text of the character ids; special tokens are dropped. Ids outside the vocabulary raise DataError."""
+        ids = _as_ids(ids, self.vocab_size)
+        ids = ids[(ids >= 1) & (ids <= len(self._code_points))]
         return self._code_points[ids - 1].tobytes().decode("utf-32-le", "surrogatepass")
 
+    def token_bytes(self, token_id: int) -> bytes:
+        if not 0 <= token_id < self.vocab_size:
+            raise DataError(f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})")
+        if token_id == 0 or token_id > len(self._code_points):
+            return b""
+        return chr(self._code_points[token_id - 1]).encode("utf-8", "surrogatepass")
+
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "eot": EOT, "vocab": list(self.chars)}
+        d: dict[str, Any] = {"type": self.type, "eot": EOT, "vocab": list(self.chars)}
+        if self._fim:
+            d["specials"] = self.special_ids
+        return d
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_json(path, self.to_dict())
@@ -129,20 +214,21 @@ class CharTokenizer:
     def from_dict(cls, d: dict[str, Any]) -> "CharTokenizer":
         if d.get("type") != cls.type or not isinstance(d.get("vocab"), list):
             raise ValueError("not a character tokenizer (expected type 'char' and a 'vocab' list)")
-        return cls(d["vocab"])
+        tokenizer = cls(d["vocab"], fim="specials" in d)
+        if "specials" in d and d["specials"] != tokenizer.special_ids:
+            raise ValueError(f"'specials' is {d['specials']!r}, expected {tokenizer.special_ids!r}")
+        return tokenizer
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CharTokenizer":
-        tokenizer = load_tokenizer(path)
-        if not isinstance(tokenizer, cls):
-            raise DataError(f"tokenizer file {path} holds a '{tokenizer.type}' tokenizer, not a character tokenizer")
-        return tokenizer
+        return _load_as(cls, path)
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, CharTokenizer) and np.array_equal(self._code_points, other._code_points)
+        return (isinstance(other, CharTokenizer) and self._fim == other._fim
+                and np.array_equal(self._code_points, other._code_points))
 
     def _table(self) -> np.ndarray:
         # a dense code point -> id table (4.4 MB): one gather per encode, whatever the text length
@@ -153,8 +239,163 @@ class CharTokenizer:
         return self._lookup
 
 
-# "type" field in tokenizer.json -> class; a BPE tokenizer adds its line here
-TOKENIZER_TYPES: dict[str, type] = {"char": CharTokenizer}
+class BPETokenizer:
+    """Byte-level BPE (GPT-2 style) trained with HF ``tokenizers``; ids 0..3 are the special tokens.
+
+    Text is split into UTF-8 bytes before merging, so any Python string without lone surrogates
+    encodes, whatever its script, and decodes back exactly. A single token may hold part of a
+    character's bytes, so an arbitrary id sequence (say, a model's sample cut short) may not be valid
+    UTF-8: decoding never raises for ids in the vocabulary, and such bytes become U+FFFD (the
+    replacement character).
+    """
+
+    type: ClassVar[str] = "bpe"
+
+    def __init__(self, hf: "HFTokenizer"):
+        for i, name in enumerate(SPECIAL_TOKENS):
+            if hf.token_to_id(name) != i:
+                raise DataError(f"a BPE tokenizer needs {name} at id {i}, found id {hf.token_to_id(name)}")
+        # match special tokens' strings in text as ordinary bytes, never as the special ids
+        # (not saved in HF's JSON, so set on every construction)
+        hf.encode_special_tokens = True
+        self._hf = hf
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, progress: bool = True) -> "BPETokenizer":
+        """Learn merges from ``texts`` (any iterable: files are read lazily) up to ``vocab_size`` ids in all.
+
+        A small corpus may run out of pairs to merge first; the vocabulary is then smaller.
+        """
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        check_bpe_vocab_size(vocab_size)
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIAL_TOKENS),  # ids 0..3, in this order
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen in the corpus or not
+            show_progress=progress,
+        )
+        hf.train_from_iterator(texts, trainer=trainer)
+        return cls(hf)
+
+    # ---- the Tokenizer interface -----------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self._hf.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def eot_id(self) -> int:
+        return 0
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(SPECIAL_TOKENS)}
+
+    def fim_ids(self) -> tuple[int, int, int] | None:
+        return 1, 2, 3
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0].tolist()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        encode = getattr(self._hf, "encode_batch_fast", self._hf.encode_batch)  # _fast (no offsets): tokenizers>=0.20
+        try:
+            encodings = encode(list(texts), add_special_tokens=False)
+        except TypeError:
+            for text in texts:
+                _check_encodable(text)
+            raise
+        return [np.array(e.ids, dtype=np.int64) for e in encodings]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of the ids; special tokens are dropped, and bytes that are not valid UTF-8 become U+FFFD."""
+        return self._hf.decode(_as_ids(ids, self.vocab_size).tolist(), skip_special_tokens=True)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        if not 0 <= token_id < self.vocab_size:
+            raise DataError(f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})")
+        if token_id < len(SPECIAL_TOKENS):
+            return b""
+        table = _byte_level_decoder()
+        return bytes(table[c] for c in self._hf.id_to_token(token_id))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "eot": EOT, "specials": self.special_ids, "hf_tokenizer": self._hf.to_str()}
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BPETokenizer":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        if d.get("type") != cls.type or not isinstance(d.get("hf_tokenizer"), str):
+            raise ValueError("not a BPE tokenizer (expected type 'bpe' and an 'hf_tokenizer' JSON string)")
+        try:
+            hf = HFTokenizer.from_str(d["hf_tokenizer"])
+        except Exception as e:  # the Rust side raises plain Exception
+            raise ValueError(f"'hf_tokenizer' is not a tokenizers JSON ({str(e).splitlines()[0] if str(e) else e!r})") from None
+        tokenizer = cls(hf)
+        if d.get("specials", tokenizer.special_ids) != tokenizer.special_ids:
+            raise ValueError(f"'specials' is {d['specials']!r}, expected {tokenizer.special_ids!r}")
+        return tokenizer
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BPETokenizer":
+        return _load_as(cls, path)
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BPETokenizer) and self._hf.to_str() == other._hf.to_str()
+
+
+@functools.cache
+def _byte_level_decoder() -> dict[str, int]:
+    """The byte-level alphabet's character -> byte (GPT-2's table: printable bytes stand for themselves,
+    the others are shifted to U+0100 and up, so every token is a printable string)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in printable]
+    table = {chr(b): b for b in printable}
+    table.update({chr(256 + i): b for i, b in enumerate(shifted)})
+    return table
+
+
+def _check_encodable(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(
+            f"text holds a lone surrogate (U+{ord(text[e.start]):04X} at index {e.start}), which UTF-8 cannot encode; "
+            "expected valid Unicode text"
+        ) from None
+
+
+def check_bpe_vocab_size(vocab_size: Any) -> None:
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
+        raise DataError(
+            f"a BPE vocabulary size must be an integer from {MIN_BPE_VOCAB} (256 bytes + {len(SPECIAL_TOKENS)} special "
+            f"tokens) to {MAX_BPE_VOCAB}, got {vocab_size!r}"
+        )
+
+
+# "type" field in tokenizer.json -> class
+TOKENIZER_TYPES: dict[str, type] = {"char": CharTokenizer, "bpe": BPETokenizer}
+
+
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = None, progress: bool = True) -> Tokenizer:
+    """A new tokenizer of type ``kind`` ("char" or "bpe") fitted to ``texts``, read once, lazily."""
+    if kind not in TOKENIZER_TYPES:
+        raise DataError(f"unknown tokenizer type {kind!r}; expected one of {', '.join(TOKENIZER_TYPES)}")
+    return TOKENIZER_TYPES[kind].train(texts, vocab_size, progress=progress)
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
@@ -171,3 +412,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     except (OSError, UnicodeDecodeError, ValueError, TypeError, DataError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"tokenizer file {path} is corrupt ({reason}); rebuild it with `genforge data prepare`") from None
+
+
+def _load_as(cls: type, path: str | os.PathLike):
+    tokenizer = load_tokenizer(path)
+    if not isinstance(tokenizer, cls):
+        raise DataError(f"tokenizer file {path} holds a '{tokenizer.type}' tokenizer, not a '{cls.type}' tokenizer")
+    return tokenizer

@@ -226,10 +226,9 @@ def decode_samples(tokenizer, tokens: torch.Tensor) -> list[str]:
 
 
 def byte_lengths(tokenizer) -> torch.Tensor:
-    """UTF-8 bytes of each token id's text (0 for end-of-text)."""
-    lengths = [len(tokenizer.decode([i]).encode("utf-8", "surrogatepass")) for i in range(tokenizer.vocab_size)]
-    lengths[tokenizer.eot_id] = 0
-    return torch.tensor(lengths, dtype=torch.long)
+    """UTF-8 bytes each token id stands for (0 for special tokens); a byte-level BPE token may hold part
+    of a character, so this asks the tokenizer rather than decoding tokens one by one."""
+    return torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)], dtype=torch.long)
 
 
 def is_code_source(source: str) -> bool:

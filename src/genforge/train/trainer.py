@@ -27,6 +27,7 @@ from genforge.runs import Run
 from genforge.train.checkpoint import load_state, save_state, unique_state
 from genforge.train.device import autocast, autocast_dtype, configure_backends, resolve_device
 from genforge.train.ema import EMA
+from genforge.train.flops import mfu, peak_flops
 from genforge.train.schedule import lr_factor
 
 STEP_SEED_MULTIPLIER = 0x9E3779B1  # spreads (seed, step) pairs over the generator's seed space
@@ -79,6 +80,7 @@ class Trainer:
         self._codec = None
         self._writer = None
         self._last_grid_step = -1
+        self.flops_per_token, self.peak_flops = self._mfu_terms()
 
     # ---- set-up -------------------------------------------------------------------------------
     def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -106,6 +108,15 @@ class Trainer:
     @property
     def sampling_model(self) -> Family:
         return self.ema.shadow if self.ema is not None else self.family
+
+    def _mfu_terms(self) -> tuple[float | None, float | None]:
+        """(training FLOPs per token, the device's peak FLOP/s) when MFU can be logged, else (None, None):
+        only on CUDA, for a device in train/flops.py's table and a family that counts its FLOPs."""
+        count = getattr(self.family, "flops_per_token", None)
+        if self.device.type != "cuda" or count is None:
+            return None, None
+        peak = peak_flops(torch.cuda.get_device_name(self.device))
+        return (float(count()), peak) if peak else (None, None)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -299,6 +310,8 @@ class Trainer:
                     last_losses = {k: float(v) for k, v in logs.items()}
                     record = {"step": self.step, "lr_factor": factor, "items_per_s": rate,
                               "bad_steps": self.bad_steps_total, "elapsed_s": now - start, **last_losses}
+                    if self.peak_flops:  # rate is tokens/s: flops_per_token exists for text families only
+                        record["mfu"] = mfu(rate, self.flops_per_token, self.peak_flops)
                     self._log(record)
                     shown = {k.replace("/loss", ""): f"{v:.4f}" for k, v in last_losses.items() if k.endswith("/loss")}
                     bar.set_postfix({**shown, unit: f"{rate:,.0f}"}, refresh=False)

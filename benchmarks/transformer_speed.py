@@ -1,0 +1,149 @@
+"""genforge's GPT against Hugging Face transformers' GPT2LMHeadModel at the same configuration, in one run.
+
+    python benchmarks/transformer_speed.py                         # CPU, a small model
+    python benchmarks/transformer_speed.py --preset gpt2 --device cuda --compile   # GPT-2 124M, bf16
+
+Training: the median time of a full optimisation step (forward, loss, backward, AdamW) at the same
+batch, context and architecture (learned positions, LayerNorm with biases, GELU MLP, tied
+embeddings: GPT-2's), so the ratio measures the implementations, not the options. Generation: greedy
+decoding with a KV cache, tokens/s at batch 1 and 32, genforge's ``generate`` against HF
+``generate(do_sample=False)``. Ratios > 1 mean genforge is faster. On CUDA both run under bf16
+autocast, and with ``--compile`` both models are compiled. HF transformers is a benchmark-only
+dependency (the `test` extra installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+PRESETS = {
+    # a small code model: what a laptop CPU trains in minutes
+    "small": dict(n_layer=4, n_head=4, n_embd=256, vocab_size=4096, block_size=256, batch_size=16),
+    # GPT-2 124M as in nanoGPT
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50304, block_size=1024, batch_size=8),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_genforge(p: dict, device: torch.device):
+    from genforge.data.spec import DataSpec
+    from genforge.families.transformer import Transformer, TransformerConfig
+
+    config = TransformerConfig(n_layer=p["n_layer"], n_head=p["n_head"], n_embd=p["n_embd"], dropout=0.0, bias=True,
+                               pos="learned", norm="layernorm", mlp="gelu")
+    spec = DataSpec("text", (p["block_size"],), vocab_size=p["vocab_size"])
+    return Transformer(config, spec).to(device)
+
+
+def build_hf(p: dict, device: torch.device):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=p["vocab_size"], n_positions=p["block_size"], n_embd=p["n_embd"],
+                        n_layer=p["n_layer"], n_head=p["n_head"], activation_function="gelu",
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
+    model = GPT2LMHeadModel(config).to(device)
+    model.config.pad_token_id = 0
+    return model
+
+
+def step_times(loss_fn, params, device, dtype, steps: int) -> list[float]:
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+    times = []
+    for i in range(steps + 3):
+        sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = loss_fn()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        if i >= 3:  # warm-up (and compilation) excluded
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_training(p: dict, device, dtype, steps: int, compile_: bool) -> tuple[float, float]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, p["vocab_size"], (p["batch_size"], p["block_size"] + 1), generator=g).to(device)
+    batch = {"x": x[:, :-1], "y": x[:, 1:]}
+    ours = build_genforge(p, device).train()
+    if compile_:
+        ours.net.compile()
+    hf = build_hf(p, device).train()
+    if compile_:
+        hf.compile()
+
+    def ours_loss():
+        _, loss, _ = next(ours.training_step(batch))
+        return loss
+
+    def hf_loss():
+        return hf(input_ids=x[:, :-1], labels=x[:, :-1]).loss
+
+    t_ours = statistics.median(step_times(ours_loss, list(ours.parameters()), device, dtype, steps))
+    t_hf = statistics.median(step_times(hf_loss, list(hf.parameters()), device, dtype, steps))
+    return t_ours, t_hf
+
+
+@torch.no_grad()
+def bench_generation(p: dict, device, dtype, batch: int, new_tokens: int, prompt_len: int = 16) -> tuple[float, float]:
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(1, p["vocab_size"], (batch, prompt_len), generator=g).to(device)
+    ours = build_genforge(p, device).eval()
+    hf = build_hf(p, device).eval()
+
+    def run_ours():
+        return ours.generate(prompt, new_tokens, temperature=0.0)
+
+    def run_hf():
+        return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, do_sample=False, use_cache=True)
+
+    rates = []
+    for fn in (run_ours, run_hf):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            fn()  # warm-up
+            sync(device)
+            start = time.perf_counter()
+            out = fn()
+            sync(device)
+        assert out.shape == (batch, prompt_len + new_tokens), out.shape
+        rates.append(batch * new_tokens / (time.perf_counter() - start))
+    return rates[0], rates[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per model")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else None
+    p = PRESETS[args.preset]
+    print(f"# transformer speed, preset {args.preset} {p}, device {device}, "
+          f"{'bf16' if dtype else 'fp32'}, compile {args.compile}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    t_ours, t_hf = bench_training(p, device, dtype, args.steps, args.compile)
+    tokens = p["batch_size"] * p["block_size"]
+    print(f"training step: genforge {t_ours * 1000:.1f} ms ({tokens / t_ours:,.0f} tok/s), "
+          f"HF GPT2LMHeadModel {t_hf * 1000:.1f} ms ({tokens / t_hf:,.0f} tok/s); genforge/HF time ratio "
+          f"{t_ours / t_hf:.2f}x")
+    for batch in (1, 32):
+        ours, hf = bench_generation(p, device, dtype, batch, args.new_tokens)
+        print(f"generation, batch {batch}: genforge {ours:,.0f} tok/s, HF generate {hf:,.0f} tok/s; "
+              f"speed-up {ours / hf:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Running the real `genforge` process from tests, to see exactly what a user sees."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def cli(*args, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`genforge ARGS...` in a subprocess (unbuffered, one BLAS thread); returns the finished process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "genforge.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """A user mistake: exit 1, no traceback, exactly one `error:` line (returned)."""
+    errors = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1, (proc.returncode, proc.stdout[-800:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
