@@ -21,6 +21,8 @@ import time
 import torch
 
 PRESETS = {
+    # the demo's character-level code model
+    "demo": dict(n_layer=3, n_head=4, n_embd=128, vocab_size=128, block_size=256, batch_size=32),
     # a small code model: what a laptop CPU trains in minutes
     "small": dict(n_layer=4, n_head=4, n_embd=256, vocab_size=4096, block_size=256, batch_size=16),
     # GPT-2 124M as in nanoGPT
@@ -48,7 +50,8 @@ def build_hf(p: dict, device: torch.device):
 
     config = GPT2Config(vocab_size=p["vocab_size"], n_positions=p["block_size"], n_embd=p["n_embd"],
                         n_layer=p["n_layer"], n_head=p["n_head"], activation_function="gelu",
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+                        bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel(config).to(device)
     model.config.pad_token_id = 0
     return model
@@ -139,6 +142,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"training step: genforge {t_ours * 1000:.1f} ms ({tokens / t_ours:,.0f} tok/s), "
           f"HF GPT2LMHeadModel {t_hf * 1000:.1f} ms ({tokens / t_hf:,.0f} tok/s); genforge/HF time ratio "
           f"{t_ours / t_hf:.2f}x")
+    if device.type == "cuda":
+        from genforge.train.flops import peak_flops
+
+        peak = peak_flops(torch.cuda.get_device_name(device))
+        per_token = build_genforge(p, torch.device("meta")).flops_per_token()
+        if peak:
+            print(f"MFU: genforge {tokens / t_ours * per_token / peak:.1%}, HF {tokens / t_hf * per_token / peak:.1%} "
+                  f"(peak {peak / 1e12:.0f} TFLOP/s bf16)")
     for batch in (1, 32):
         ours, hf = bench_generation(p, device, dtype, batch, args.new_tokens)
         print(f"generation, batch {batch}: genforge {ours:,.0f} tok/s, HF generate {hf:,.0f} tok/s; "
