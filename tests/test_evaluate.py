@@ -558,6 +558,12 @@ def test_eval_every_logs_scores_and_leaves_training_untouched(family, tmp_path, 
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"evaluating during training changed the weights: {different[:5]}"
 
+    # `info` reports the last training record, though an eval record was logged after it
+    from genforge.cli import app
+
+    shown = runner.invoke(app, ["info", str(tmp_path / "scored")], catch_exceptions=False).output
+    assert "items/s (last)" in shown and "main/loss" in shown, shown
+
 
 def test_eval_every_rejects_bad_values(tmp_path):
     with pytest.raises(ConfigError, match="eval_every"):

@@ -185,11 +185,11 @@ def info(run: Path = typer.Argument(..., help="Run directory made by `genforge t
     """Show a run's family, data, size, progress and latest metrics."""
     from genforge.api import load
 
+    from genforge.evaluate.results import latest_result
+
     model = load(run, device="cpu")
     cfg = model.run.config
-    from genforge.io import read_metadata
-
-    step = read_metadata(model.run.model_path).get("step", "?")
+    step = model.run.model_step()
     spec = model.spec
     rows = [
         ("family", cfg.family),
@@ -197,17 +197,16 @@ def info(run: Path = typer.Argument(..., help="Run directory made by `genforge t
         ("data shape", " x ".join(map(str, spec.shape)) + (f" (vocab {spec.vocab_size})" if spec.vocab_size else "")),
         ("classes", str(spec.num_classes or "none")),
         ("parameters", f"{model.num_parameters:,}"),
-        ("steps trained", f"{step} of {cfg.train.steps}"),
+        ("steps trained", f"{'?' if step is None else step} of {cfg.train.steps}"),
     ]
-    last = _last_metrics(model.run.metrics_path)
-    if last:
-        rows.append(("items/s (last)", f"{last.get('items_per_s', 0):,.1f}"))
+    # the last training record: with --eval-every the file also holds eval/* records
+    training = [rec for rec in model.run.read_metrics() if "items_per_s" in rec]
+    if training:
+        last = training[-1]
+        rows.append(("items/s (last)", f"{last['items_per_s']:,.1f}"))
         rows += [(k, f"{v:.4f}") for k, v in last.items() if k.endswith("/loss")]
-    from genforge.evaluate.results import load_results
-
-    evals = sorted(load_results(model.run.path).values(), key=lambda r: r.get("created", ""))
-    if evals:
-        latest = evals[-1]
+    latest = latest_result(model.run.path)
+    if latest:
         rows.append(("eval (latest)", f"step {latest['step']}, n={latest['n']}, "
                      f"{(latest.get('extractor') or {}).get('name', 'text')}"))
         rows += [(f"  {k}", f"{v:.5g}") for k, v in latest["metrics"].items()]
@@ -215,18 +214,6 @@ def info(run: Path = typer.Argument(..., help="Run directory made by `genforge t
     for k, v in rows:
         typer.echo(f"{k:<{width}}  {v}")
     typer.echo(f"{'model':<{width}}  " + ", ".join(f"{k}={v}" for k, v in cfg.model.items()))
-
-
-def _last_metrics(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    last = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            last = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-    return last
 
 
 @data_app.command("list")

@@ -128,14 +128,14 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
 
 def headline_score(run_dir: Path) -> str:
     """The score the summary shows: FD for images, bits per byte for text (details in report.html)."""
-    from genforge.evaluate.results import load_results
+    from genforge.evaluate.results import latest_result
 
-    results = sorted(load_results(run_dir).values(), key=lambda r: r.get("created", ""))
-    if not results:
+    result = latest_result(run_dir)
+    if result is None:
         return "-"
-    m = results[-1]["metrics"]
+    m = result["metrics"]
     if "fd" in m:
-        return f"FD {m['fd']:.2f} (n={results[-1]['n']})"
+        return f"FD {m['fd']:.2f} (n={result['n']})"
     return f"{m['bits_per_byte']:.2f} bits/byte"
 
 

@@ -24,7 +24,7 @@ from genforge.data.spec import DataSpec
 from genforge.errors import GenforgeError, RunError
 from genforge.families import get_family
 from genforge.families.base import Family
-from genforge.io import atomic_write_json, atomic_write_text, load_tensors
+from genforge.io import atomic_write_json, atomic_write_text, load_tensors, read_metadata
 from genforge.train.checkpoint import load_module
 
 
@@ -86,6 +86,27 @@ class Run:
         except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError) as e:
             raise RunError(f"{path} has an unreadable config.yaml or spec.json ({type(e).__name__}); expected files written by genforge") from None
         return cls(path, config, spec)
+
+    def read_metrics(self) -> list[dict]:
+        """metrics.jsonl records, oldest first; a line cut short by a kill is skipped."""
+        if not self.metrics_path.is_file():
+            return []
+        out = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+                out.append(rec)
+        return out
+
+    def model_step(self) -> int | None:
+        """The training step model.safetensors was saved at; None when it is missing or unreadable."""
+        try:
+            return int(read_metadata(self.model_path).get("step", ""))
+        except (GenforgeError, ValueError):
+            return None
 
     def save_config(self) -> None:
         atomic_write_text(self.path / "config.yaml", self.config.to_yaml())

@@ -8,7 +8,6 @@ and sizes (``report.py`` draws the page).
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Callable, Sequence
@@ -77,7 +76,7 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
         chosen = n if run.spec.modality == "image" else n_text
         want_n = chosen if chosen is not None else DEFAULT_N[run.spec.modality]
         result = find_result(run.path, extractor_name(run, features), want_n)
-        if result is None or result.get("step") != _model_step(run):
+        if result is None or result.get("step") != run.model_step():
             log(f"evaluating {run.path} ({want_n} samples)")
             result = evaluate(run.path, n=want_n, features=_features_for(run, features), weights=weights, seed=seed,
                               device=device, progress=progress)
@@ -123,7 +122,7 @@ def metrics_table(modality: str, group: list[dict], floor: dict | None) -> Metri
 
 
 def report_run(run, result: dict) -> ReportRun:
-    records = read_metrics(run.metrics_path)
+    records = run.read_metrics()
     curves: dict[str, list[tuple[int, float]]] = {}
     for rec in records:
         for key, value in rec.items():
@@ -142,30 +141,7 @@ def report_run(run, result: dict) -> ReportRun:
     )
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl records; a line cut short by a kill is skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
-            out.append(rec)
-    return out
-
-
 def latest_grid(samples_dir: Path) -> bytes | None:
     grids = sorted(samples_dir.glob("step_*.png"))
     return grids[-1].read_bytes() if grids else None
 
-
-def _model_step(run) -> int:
-    from genforge.io import read_metadata
-
-    try:
-        return int(read_metadata(run.model_path).get("step", -1))
-    except Exception:  # a missing or damaged model surfaces when the run is evaluated
-        return -2

@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from genforge.errors import ConfigError, RunError
+from genforge.errors import ConfigError
 from genforge.io import atomic_write_json
 
 FORMAT = "genforge-eval-1"
@@ -31,15 +31,10 @@ EVAL_FILE = "eval.json"
 def new_result(run, *, n: int, seed: int, reference: dict, extractor: dict | None, metrics: dict,
                sampling: dict | None, seconds: float, name: str | None = None,
                examples: list[str] | None = None) -> dict:
-    from genforge.io import read_metadata
-
-    try:
-        step = int(read_metadata(run.model_path).get("step", -1)) if run.model_path.is_file() else -1
-    except (RunError, ValueError):
-        step = -1
+    step = run.model_step()
     return {
         "format": FORMAT, "name": name or run.path.name, "run": str(run.path), "family": run.config.family,
-        "data": run.config.data.source, "modality": run.spec.modality, "step": step, "n": n, "seed": seed,
+        "data": run.config.data.source, "modality": run.spec.modality, "step": -1 if step is None else step, "n": n, "seed": seed,
         "reference": reference, "extractor": extractor, "metrics": {k: float(v) for k, v in metrics.items()},
         "sampling": sampling, "examples": list(examples or []), "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -113,3 +108,9 @@ def find_result(run_path: str | Path, extractor: str, n: int | None) -> dict | N
     matches = [r for r in load_results(run_path).values()
                if (n is None or r.get("n") == n) and (r.get("extractor") or {}).get("name", "text") == extractor]
     return max(matches, key=lambda r: r.get("created", "")) if matches else None
+
+
+def latest_result(run_path: str | Path) -> dict | None:
+    """The most recent result kept in the run's eval.json, whatever its extractor and n."""
+    results = load_results(run_path).values()
+    return max(results, key=lambda r: r.get("created", "")) if results else None
