@@ -133,7 +133,7 @@ class Evaluator:
         metrics = self.val_likelihood(family, amp_dtype)
         prompt = [self.prepared.tokenizer.eot_id]
         tokens, seconds = self._draw(family, amp_dtype, prompt=prompt, max_new_tokens=TEXT_SAMPLE_TOKENS)
-        texts = decode_samples(self.prepared.tokenizer, tokens[:, len(prompt):])
+        texts = self.decode(tokens, len(prompt))
         metrics.update(text_scores(texts, self.is_code))
         sampling = {"items_per_s": self.n * TEXT_SAMPLE_TOKENS / max(seconds, 1e-9), "unit": "tok",
                     "max_new_tokens": TEXT_SAMPLE_TOKENS}
@@ -168,6 +168,15 @@ class Evaluator:
         return {"val_loss": loss, "perplexity": math.exp(min(loss, 50.0)),
                 "bits_per_byte": nats / (max(n_bytes, 1) * math.log(2))}
 
+    def decode(self, tokens: torch.Tensor, prompt_len: int = 0) -> list[str]:
+        """Texts as `genforge sample` writes them (the text codec's rule: each row up to the end-of-text
+        that follows its content), without the prompt."""
+        from genforge.data.codecs import codec_for
+
+        codec = codec_for(self.prepared.spec, self.prepared.tokenizer)
+        prompt = self.prepared.tokenizer.decode(tokens[0, :prompt_len].tolist()) if prompt_len else ""
+        return [codec.decode_one(row, prompt_len)[len(prompt):] for row in tokens]
+
     def reference_texts(self) -> list[str]:
         """``n`` real validation snippets shaped like the samples: they begin at a document start and
         are as long as a sample, so their scores are what a perfect model would get."""
@@ -179,7 +188,7 @@ class Evaluator:
         rng = np.random.default_rng(self.seed)
         chosen = rng.choice(starts, size=min(self.n, len(starts)), replace=False)
         windows = torch.from_numpy(np.stack([tokens[s:s + TEXT_SAMPLE_TOKENS] for s in chosen]).astype(np.int64))
-        return decode_samples(self.prepared.tokenizer, windows)
+        return self.decode(windows)
 
     def reference_result(self) -> dict | None:
         """The floor: real held-out data scored exactly like a model's samples. For images the held-out
@@ -213,16 +222,6 @@ def text_scores(texts: list[str], is_code: bool) -> dict:
     if is_code:
         out["parse_share"] = parse_share(texts)
     return out
-
-
-def decode_samples(tokenizer, tokens: torch.Tensor) -> list[str]:
-    """Each row up to its first end-of-text token (a sample is one document)."""
-    texts = []
-    for row in tokens.tolist():
-        if tokenizer.eot_id in row:
-            row = row[:row.index(tokenizer.eot_id)]
-        texts.append(tokenizer.decode(row))
-    return texts
 
 
 def byte_lengths(tokenizer) -> torch.Tensor:
