@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -11,7 +10,6 @@ import torch
 from genforge.config import RunConfig, apply_overrides, check_types
 from genforge.errors import ConfigError, RunError
 from genforge.families import get_family
-from genforge.io import atomic_write_json, atomic_write_text
 from genforge.runs import Run, complete_model_config
 from genforge.sampling.tokens import check_stops, first_stop, held_back
 from genforge.train.device import autocast, autocast_dtype, resolve_device
@@ -312,11 +310,7 @@ class Model:
             texts = ["".join(pieces)]
         else:
             texts = self.sample(n, seed, prompt, stop=stop, **conditions)
-        paths = [Path(out) / f"{i:06d}.txt" for i in range(len(texts))]
-        for path, text in zip(paths, texts):
-            atomic_write_text(path, text)
-        atomic_write_json(Path(out) / "settings.json", json.loads(json.dumps(params, sort_keys=True, default=str)))
-        return paths
+        return self.codec.save_texts(texts, out, params)
 
     def _prompt_tokens(self, prompt: str | None) -> list[int]:
         """A text run's start: the end-of-text token (a document boundary), then the encoded prompt."""

@@ -109,9 +109,13 @@ class TextCodec:
 
     def save(self, tokens: torch.Tensor, out_dir: str | os.PathLike, params: dict[str, Any], prompt_len: int = 0) -> list[Path]:
         """Write 000000.txt, 000001.txt, ... and settings.json; returns the per-item paths."""
+        return self.save_texts(self.decode_all(tokens, prompt_len), out_dir, params)
+
+    def save_texts(self, texts: list[str], out_dir: str | os.PathLike, params: dict[str, Any]) -> list[Path]:
+        """``save`` for texts already decoded (and cut at stop strings)."""
         out_dir = Path(out_dir)
         paths = []
-        for i, text in enumerate(self.decode_all(tokens, prompt_len)):
+        for i, text in enumerate(texts):
             path = out_dir / f"{i:06d}.txt"
             atomic_write_text(path, text)
             paths.append(path)
