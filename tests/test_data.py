@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -9,6 +10,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import genforge.data
@@ -235,9 +238,9 @@ def test_text_errors(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match=r"empty\.txt is empty"):
         prepare(f"text:{tmp_path / 'empty.txt'}", progress=False)
-    (tmp_path / "latin.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin\.txt .*UTF-8"):
-        prepare(f"text:{tmp_path / 'latin.txt'}", progress=False)
+    (tmp_path / "binary.txt").write_bytes(b"text\x00\x01\x02")
+    with pytest.raises(DataError, match=r"binary\.txt is not readable as text \(binary data: contains NUL bytes\)"):
+        prepare(f"text:{tmp_path / 'binary.txt'}", progress=False)
     with pytest.raises(DataError, match="does not exist"):
         prepare(f"text:{tmp_path / 'nope.txt'}", progress=False)
     (tmp_path / "short.txt").write_text("just a few characters")
@@ -245,11 +248,11 @@ def test_text_errors(tmp_path):
         prepare(f"text:{tmp_path / 'short.txt'}", DataConfig(block_size=256), progress=False)
 
 
-def test_text_folder_skips_non_utf8_with_warning(tmp_path):
+def test_text_folder_skips_binary_with_warning(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "good.txt").write_text("plain text " * 50, encoding="utf-8")
-    (tmp_path / "d" / "old.txt").write_bytes("\xe9t\xe9".encode("latin-1") * 20)
-    with pytest.warns(UserWarning, match=r"old\.txt"):
+    (tmp_path / "d" / "data.raw").write_bytes(b"\x00\x01\x02 header" * 20)
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that are not text: data\.raw \(binary data"):
         p = prepare(f"text:{tmp_path / 'd'}", DataConfig(block_size=8), progress=False)
     assert p.manifest["documents"] == 1
     (tmp_path / "only_bad").mkdir()
@@ -262,10 +265,10 @@ def test_bpe_reading_errors_are_the_same_as_char(tmp_path):
     """Files are checked while the BPE trainer reads them: the same warnings and errors as for characters."""
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "good.txt").write_text("plain text " * 50, encoding="utf-8")
-    (tmp_path / "d" / "old.txt").write_bytes("\xe9t\xe9".encode("latin-1") * 20)
+    (tmp_path / "d" / "old.bin.txt").write_bytes(b"\x00\xe9t\xe9" * 20)
     (tmp_path / "d" / "blank.txt").write_text("  \n\n")
     cfg = DataConfig(block_size=8, tokenizer="bpe", vocab_size=260)
-    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\).*old\.txt"):
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\).*old\.bin\.txt"):
         p = prepare(f"text:{tmp_path / 'd'}", cfg, progress=False)
     assert p.manifest["documents"] == 1 and p.tokenizer.decode(np.asarray(p.train.tokens)).startswith("plain text")
     (tmp_path / "empty.txt").write_text("")
@@ -333,12 +336,58 @@ def test_long_documents_stream_in_pieces(tmp_path, monkeypatch):
     assert stream.tolist() == [0] + tok.encode(body.replace("\r\n", "\n"))
 
 
-def test_read_pieces_reports_the_offset_of_bad_bytes(tmp_path):
+def test_read_pieces_escapes_bytes_that_are_not_utf8(tmp_path):
     (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfhi\r\nthere")
     assert "".join(read_pieces(tmp_path / "bom.txt", piece_bytes=3)) == "hi\nthere"  # "\r" and "\n" in different reads
+    assert "".join(read_pieces(tmp_path / "bom.txt", piece_bytes=1)) == "hi\nthere"  # the mark itself in three reads
     (tmp_path / "bad.txt").write_bytes(b"ok\n" * 10 + b"caf\xe9")
-    with pytest.raises(ValueError, match="byte 0xe9 at offset 33"):
-        list(read_pieces(tmp_path / "bad.txt", piece_bytes=4))
+    assert "".join(read_pieces(tmp_path / "bad.txt", piece_bytes=4)) == "ok\n" * 10 + "caf\udce9"
+    # a multi-byte character cut by a read boundary decodes whole: "é" is c3 a9, "🎉" f0 9f 8e 89
+    (tmp_path / "cut.txt").write_bytes("aé🎉\n".encode() + b"\xe9\xc3" + "é".encode())
+    for size in range(1, 8):
+        assert "".join(read_pieces(tmp_path / "cut.txt", piece_bytes=size)) == "aé🎉\n\udce9\udcc3é", size
+    (tmp_path / "nul.txt").write_bytes(b"ok\n" * 10 + b"\x00")
+    with pytest.raises(ValueError, match="binary data"):
+        list(read_pieces(tmp_path / "nul.txt", piece_bytes=4))
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("scratch")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(max_size=5) | st.sampled_from([b"\r", b"\n", b"\r\n", b"\xef\xbb\xbf", "é🎉".encode(), b"\xe9"]),
+                max_size=20).map(b"".join).map(lambda b: b.replace(b"\x00", b"")),
+       st.integers(1, 9))
+def test_read_pieces_keeps_any_bytes(scratch, b, piece_bytes):
+    """Whatever the bytes and the read size: the file's bytes back, less a leading byte-order mark and "\\r"s of "\\r\\n"."""
+    (scratch / "f.txt").write_bytes(b)
+    text = "".join(read_pieces(scratch / "f.txt", piece_bytes=piece_bytes))
+    assert text.encode("utf-8", "surrogateescape") == b.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_text_folder_keeps_latin1_files_byte_for_byte(kind, tmp_path):
+    """A Latin-1 file is prepared, not skipped: its bytes come back from the token stream, and one warning names it."""
+    files = {
+        "notes.txt": "plain UTF-8 text, naïve café\n".encode() * 12,
+        "old.txt": "caf\xe9 cr\xe8me br\xfbl\xe9e, na\xefve\n".encode("latin-1") * 12,
+        "old2.txt": b"\xff\xfe not UTF-16, just two bytes\n" * 12,
+    }
+    (tmp_path / "d").mkdir()
+    for name, body in files.items():
+        (tmp_path / "d" / name).write_bytes(body)
+    cfg = DataConfig(block_size=8, val_fraction=0.3, tokenizer=kind, vocab_size=300)
+    with pytest.warns(UserWarning, match=r"2 file\(s\) hold bytes that are not UTF-8 \(old\.txt, old2\.txt\)"):
+        p = prepare(f"text:{tmp_path / 'd'}", cfg, progress=False)
+    tok = p.tokenizer
+    assert p.manifest["documents"] == 3
+    stream = np.concatenate([np.asarray(p.train.tokens), np.asarray(p.val.tokens)]).astype(np.int64)
+    starts = np.flatnonzero(stream == tok.eot_id).tolist() + [len(stream)]
+    docs = {tok.decode_bytes(stream[a + 1:b]) for a, b in itertools.pairwise(starts)}
+    assert docs == set(files.values())
+    assert sum(len(tok.token_bytes(int(i))) for i in stream) == sum(len(b) for b in files.values())
 
 
 class WideTokenizer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -284,3 +285,85 @@ def test_token_bytes_add_up_to_the_utf8_text(bpe):
         with pytest.raises(DataError, match="outside the vocabulary"):
             tok.token_bytes(tok.vocab_size)
     assert sorted(bpe.token_bytes(i) for i in range(4, 260)) == [bytes([b]) for b in range(256)]
+
+
+# ---- bytes that are not UTF-8 ("surrogateescape" text) -------------------------------------------
+# any bytes, with the pieces that make UTF-8 interesting mixed in: whole and cut-off multi-byte characters,
+# Latin-1 bytes, encoded surrogates (never valid UTF-8), a byte-order mark
+SOME_BYTES = st.lists(
+    st.binary(max_size=6) | st.sampled_from(
+        [b"a", b" ", b"\n", "é".encode(), "🎉".encode(), "🎉".encode()[:2], b"\xe9", b"\xff", b"\xed\xb3\xa9",
+         b"\xef\xbb\xbf"]
+    ),
+    max_size=30,
+).map(b"".join)
+
+
+def escaped(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+@settings(max_examples=300, deadline=None)
+@given(SOME_BYTES)
+def test_bpe_round_trips_any_bytes(bpe, b):
+    ids = bpe.encode(escaped(b))
+    assert all(4 <= i < bpe.vocab_size for i in ids)
+    assert bpe.decode_bytes(ids) == b and bpe.decode_bytes([0, *ids, 3]) == b
+    assert sum(len(bpe.token_bytes(i)) for i in ids) == len(b)
+    assert escaped(bpe.decode_bytes(ids)) == escaped(b)
+    assert bpe.decode(ids) == b.decode("utf-8", "replace")  # for display: what is not UTF-8 shows as U+FFFD
+
+
+@settings(max_examples=300, deadline=None)
+@given(SOME_BYTES)
+def test_char_round_trips_any_bytes(b):
+    text = escaped(b)
+    tok = CharTokenizer.from_text(text)
+    ids = tok.encode(text)
+    assert len(ids) == len(text)
+    assert tok.decode_bytes(ids) == b and tok.decode_bytes([0, *ids, *tok.fim_ids()]) == b
+    assert sum(len(tok.token_bytes(i)) for i in ids) == len(b)
+    assert tok.decode(ids) == b.decode("utf-8", "replace")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_bpe_encodes_valid_text_as_hf_does(bpe, s):
+    """Text without escaped bytes takes HF's own path: the same ids as before escaped bytes were handled."""
+    assert bpe.encode(s) == bpe._hf.encode(s, add_special_tokens=False).ids
+    assert bpe.decode_bytes(bpe.encode(s)) == s.encode("utf-8")
+
+
+def test_escaped_bytes_are_single_byte_tokens(bpe):
+    text = escaped("café crème\n".encode("latin-1"))  # "caf\udce9 cr\udce8me\n"
+    ids = bpe.encode(text)
+    assert bpe.token_bytes(ids[ids.index(bpe.encode(escaped(b"\xe9"))[0])]) == b"\xe9"
+    assert bpe.decode_bytes(ids) == "café crème\n".encode("latin-1") and bpe.decode(ids) == "caf\ufffd cr\ufffdme\n"
+    assert [bpe.encode(escaped(bytes([b]))) for b in range(128, 256)] == [[i] for i in bpe._byte_id_table()[128:].tolist()]
+    # a batch mixing escaped and plain texts: the same ids as one by one, the plain ones as HF gives them
+    batch = ["plain", text, "", escaped(b"\xff\xfe"), MIXED[2]]
+    assert [a.tolist() for a in bpe.encode_batch(batch)] == [bpe.encode(t) for t in batch]
+    assert bpe.encode_batch(batch)[4].tolist() == bpe._hf.encode(MIXED[2], add_special_tokens=False).ids
+    # other lone surrogates (not escaped bytes: U+DC80..U+DCFF) are still refused, in a batch too
+    refused = {"a\ud800b": "U+D800 at index 1", "a\udc41b": "U+DC41 at index 1", "a\udcffb\udd00": "U+DD00 at index 3"}
+    for bad, where in refused.items():
+        with pytest.raises(DataError, match=rf"lone surrogate \({re.escape(where)}\)") as e:
+            bpe.encode_batch(["ok", text, bad])
+        assert "\n" not in str(e.value)
+
+
+def test_bpe_trains_on_text_with_escaped_bytes():
+    corpus = [escaped("naïve café, crème brûlée\n".encode("latin-1")) * 20, *MIXED]
+    tok = BPETokenizer.train(iter(corpus), vocab_size=280, progress=False)
+    assert tok == BPETokenizer.train(iter(corpus), vocab_size=280, progress=False)
+    assert tok.decode_bytes(tok.encode(corpus[0])) == "naïve café, crème brûlée\n".encode("latin-1") * 20
+    with pytest.raises(DataError, match="lone surrogate"):
+        BPETokenizer.train(iter(["ok", "a\ud800"]), vocab_size=280, progress=False)
+
+
+def test_char_escaped_bytes_count_as_one_byte():
+    text = escaped(b"caf\xe9 \xed\xa0\x80")  # a Latin-1 byte, and an encoded surrogate (3 invalid bytes)
+    tok = CharTokenizer.from_text(text + "\ud800")  # a lone surrogate given directly keeps its 3-byte form
+    assert [tok.token_bytes(i) for i in tok.encode(text)] == [b"c", b"a", b"f", b"\xe9", b" ", b"\xed", b"\xa0", b"\x80"]
+    assert tok.decode_bytes(tok.encode(text + "\ud800")) == b"caf\xe9 \xed\xa0\x80" + "\ud800".encode("utf-8", "surrogatepass")
+    assert tok.decode(tok.encode("\ud800a")) == "\ud800a"  # no escaped bytes: characters as they are, as before

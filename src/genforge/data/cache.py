@@ -38,7 +38,7 @@ from genforge.data.tokenizers import Tokenizer, load_tokenizer
 from genforge.errors import DataError
 from genforge.io import atomic_write_json
 
-FORMAT_VERSION = 2  # bump when the layout changes: old entries then simply stop matching
+FORMAT_VERSION = 3  # bump when the layout changes: old entries then simply stop matching
 
 
 class CorruptEntry(Exception):

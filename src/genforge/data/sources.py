@@ -31,7 +31,7 @@ BUILTIN_SOURCES = {
 }
 PATH_FORMS = {  # kind -> (modality, how to write it)
     "folder": ("image", "folder:PATH (a folder of images, one sub-folder per class for labels)"),
-    "text": ("text", "text:PATH (a UTF-8 text file, or a folder of text files)"),
+    "text": ("text", "text:PATH (a text file, or a folder of text files; UTF-8, other bytes kept raw)"),
 }
 
 

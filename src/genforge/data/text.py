@@ -1,6 +1,10 @@
 """Text sources: files read lazily as UTF-8 documents, a tokenizer fitted to them, and a deterministic
 train/validation split written to disk as two token streams.
 
+A file that is not valid UTF-8 (Latin-1, cp1252, a stray byte) is kept, not refused: each byte that does
+not decode is carried as Python's "surrogateescape" character U+DCXX, which both tokenizers encode as
+that raw byte. Only files holding NUL bytes are taken for binary data and skipped.
+
 Nothing here holds a corpus in memory. A ``TextCorpus`` re-reads its files for each pass (one to fit
 the tokenizer, one to tokenise), in pieces of a few MiB that end at line breaks, and
 ``write_token_streams`` appends each piece's ids to ``train.bin`` / ``val.bin`` as it goes; the cache
@@ -26,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genforge.data.images import image_extensions
-from genforge.data.tokenizers import Tokenizer
+from genforge.data.tokenizers import Tokenizer, has_surrogates
 from genforge.errors import DataError
 
 # folders of the standard library that are not representative library code (or not Python 3 at all)
@@ -86,27 +90,29 @@ class Document:
 
 
 def read_pieces(path: Path, piece_bytes: int | None = None) -> Iterator[str]:
-    """A UTF-8 file's text in pieces of about ``piece_bytes``, each ending at a line break where there is one.
+    """A text file's text in pieces of about ``piece_bytes``, each ending at a line break where there is one.
 
-    Raises ValueError (binary data, or not UTF-8, with the byte offset) when the file is not text. A
-    byte-order mark is dropped and Windows line ends become "\\n", so they do not double the vocabulary.
+    The file is decoded as UTF-8, incrementally (a character split between two reads decodes whole).
+    Bytes that are not valid UTF-8 are kept: each undecodable byte 0xXX becomes the lone surrogate
+    U+DCXX (Python's "surrogateescape"), so ``"".join(pieces).encode("utf-8", "surrogateescape")`` gives
+    the file's bytes back, less the two changes below. Raises ValueError when the file holds NUL bytes:
+    binary data, not text. A byte-order mark is dropped and Windows line ends become "\\n", so they do not
+    double the vocabulary.
     """
     piece_bytes = piece_bytes or PIECE_BYTES
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()  # -sig: drop a byte-order mark some editors write
-    pending, consumed = "", 0
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    pending, started = "", False
     with open(path, "rb") as f:
         while True:
             raw = f.read(piece_bytes)
-            consumed += len(raw)
             final = not raw
             if b"\x00" in raw:  # UTF-8 decodes NUL bytes happily, but files holding them are binary
                 raise ValueError("binary data: contains NUL bytes")
-            try:
-                text = pending + decoder.decode(raw, final=final)
-            except UnicodeDecodeError as e:
-                offset = consumed - len(e.object) + e.start  # e.object: bytes held from the last read + this read
-                raise ValueError(f"not UTF-8: byte 0x{e.object[e.start]:02x} at offset {offset}") from None
-            text = text.replace("\r\n", "\n")
+            decoded = decoder.decode(raw, final=final)
+            if not started and decoded:
+                # a byte-order mark some editors write (EF BB BF, which decodes to U+FEFF): not text
+                started, decoded = True, decoded.removeprefix("\ufeff")
+            text = (pending + decoded).replace("\r\n", "\n")
             if not final:
                 # keep what follows the last line break for the next piece (a "\r" may be half of "\r\n")
                 cut = text.rfind("\n") + 1
@@ -122,11 +128,12 @@ def read_pieces(path: Path, piece_bytes: int | None = None) -> Iterator[str]:
 class TextCorpus:
     """The documents of a text source, read from disk afresh on every pass.
 
-    The first pass (``texts()``) checks every file as it reads it: a single file must be non-empty UTF-8
-    text (else DataError); in a folder, files that are not UTF-8 are skipped with one warning at the end,
-    and empty ones silently. A file found not to be UTF-8 part-way through has already shown its first
-    pieces to that pass (which fits the tokenizer); they can only add vocabulary. Later passes read only
-    the files that passed, as ``documents``.
+    The first pass (``texts()``) checks every file as it reads it: a single file must be non-empty text
+    (else DataError); in a folder, binary files (NUL bytes) are skipped with one warning at the end, and
+    empty ones silently. A file found to be binary part-way through has already shown its first pieces
+    to that pass (which fits the tokenizer); they can only add vocabulary. Files that are not valid UTF-8
+    are kept, their undecodable bytes escaped (see ``read_pieces``), and named in one warning at the end
+    of the pass. Later passes read only the files that passed, as ``documents``.
     """
 
     def __init__(self, where: str, root: Path, files: list[Path], progress: bool = True):
@@ -152,38 +159,48 @@ class TextCorpus:
 
     def _first_pass(self, show_progress: bool = True) -> Iterator[str]:
         single = self.root.is_file()
-        documents, failures, characters = [], [], 0
+        documents, failures, not_utf8, characters = [], [], [], 0
         files = tqdm(self.files, desc=f"reading {self.root.name or self.root}", unit="file",
                      disable=not (self.progress and show_progress), leave=False)
         for path in files:
             name = path.name if single else path.relative_to(self.root).as_posix()
-            blank, length = True, 0
+            blank, length, escaped = True, 0, False
             try:
                 for piece in read_pieces(path):
                     blank = blank and not piece.strip()
                     length += len(piece)
+                    escaped = escaped or has_surrogates(piece)  # read_pieces makes no surrogates but escaped bytes
                     yield piece
             except (ValueError, OSError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 if single:
-                    raise DataError(f"{self.where} is not readable as text ({reason}); expected a UTF-8 encoded text file") from None
+                    raise DataError(f"{self.where} is not readable as text ({reason}); expected a text file") from None
                 failures.append((name, reason))
                 continue
             if blank:
                 if single:
-                    raise DataError(f"{self.where} is empty; expected a UTF-8 text file with some text in it")
+                    raise DataError(f"{self.where} is empty; expected a text file with some text in it")
                 continue
             documents.append(Document(name, path))
             characters += length
+            if escaped:
+                not_utf8.append(name)
 
         if failures:
             shown = "; ".join(f"{name} ({why})" for name, why in failures[:10])
             more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
-            warnings.warn(f"{self.where}: skipped {len(failures)} file(s) that are not UTF-8 text: {shown}{more}", stacklevel=2)
+            warnings.warn(f"{self.where}: skipped {len(failures)} file(s) that are not text: {shown}{more}", stacklevel=2)
+        if not_utf8:
+            shown = ", ".join(not_utf8[:10]) + (f", and {len(not_utf8) - 10} more" if len(not_utf8) > 10 else "")
+            warnings.warn(
+                f"{self.where}: {len(not_utf8)} file(s) hold bytes that are not UTF-8 ({shown}); they are kept as raw "
+                "bytes, one token each (re-encode such files as UTF-8 for their characters to be learnt as characters)",
+                stacklevel=2,
+            )
         if not documents:
             raise DataError(
-                f"{self.where} has no usable text: {len(self.files)} file(s) found, none of them non-empty UTF-8 text; "
-                "expected UTF-8 text files (.txt, .md, .py, .json, .csv, ...)"
+                f"{self.where} has no usable text: {len(self.files)} file(s) found, none of them non-empty text; "
+                "expected text files (.txt, .md, .py, .json, .csv, ...)"
             )
         self._documents, self.characters = documents, characters
 

@@ -10,6 +10,11 @@ Both carry the same special tokens: ``<|endoftext|>`` (id 0) separates documents
 ``<|fim_prefix|>``, ``<|fim_middle|>``, ``<|fim_suffix|>`` mark fill-in-the-middle examples.
 Special tokens exist only as ids: encoding text never produces them (the string "<|endoftext|>" in a
 user's file is ordinary characters), and decoding drops them.
+
+Files that are not valid UTF-8 reach the tokenizers as Python's "surrogateescape" text (see
+``text.read_pieces``): each undecodable byte 0xXX is the lone surrogate U+DCXX. Both tokenizers encode
+such an escaped byte as that one byte, so ``decode_bytes(encode(text))`` gives back the file's exact
+bytes, while ``decode`` (for display) shows bytes that are not UTF-8 as U+FFFD.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence
 
@@ -36,6 +42,9 @@ SPECIAL_TOKENS = (EOT, *FIM_TOKENS)
 MAX_CODE_POINT = 0x10FFFF
 MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte, plus the special tokens
 MAX_BPE_VOCAB = 2**32 - 1  # ids are stored as uint32 at most
+ESCAPE_BASE = 0xDC00  # "surrogateescape" reads an undecodable byte 0xXX as U+DCXX (0x80 <= XX <= 0xFF)
+_ESCAPED_RUNS = re.compile("([\udc80-\udcff]+)")  # a capturing group: re.split keeps the runs, at odd indices
+_OTHER_SURROGATES = re.compile("[\ud800-\udc7f\udd00-\udfff]")  # lone surrogates that are not escaped bytes
 
 
 class Tokenizer(Protocol):
@@ -64,17 +73,37 @@ class Tokenizer(Protocol):
         """Token ids of each text as int64 arrays: the fast path for whole corpora."""
         ...
 
-    def decode(self, ids: Iterable[int]) -> str: ...
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of the ids, for display: special tokens dropped, bytes that are not UTF-8 shown as U+FFFD."""
+        ...
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The exact bytes of the ids: their ``token_bytes`` joined (special tokens give none). For text read
+        from a file, ``decode_bytes(encode(text)).decode("utf-8", "surrogateescape") == text``."""
+        ...
 
     def token_bytes(self, token_id: int) -> bytes:
-        """The UTF-8 bytes one token stands for (b"" for special tokens): what bits-per-byte should count,
-        since decoding a single BPE token may give U+FFFD for a part of a character."""
+        """The bytes one token stands for (b"" for special tokens): UTF-8, and an escaped byte U+DCXX is the
+        one raw byte 0xXX. What bits-per-byte should count, since decoding a single BPE token may give
+        U+FFFD for a part of a character."""
         ...
 
     def save(self, path: str | os.PathLike) -> None: ...
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer": ...
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate, e.g. an escaped byte of a file that is not UTF-8. Free for
+    ASCII text; otherwise about the cost of encoding it."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _to_code_points(text: str) -> np.ndarray:
@@ -100,6 +129,9 @@ class CharTokenizer:
     the same ids); then the three FIM tokens. FIM tokens come last so that files written before they
     existed keep their ids: such files (no "specials" field) still load, with ``fim_ids()`` None.
     Encoding is a table look-up over the UTF-32 code points (numpy), not a Python loop.
+
+    Any character is kept as it is, lone surrogates included; an escaped byte U+DC80..U+DCFF (a byte of
+    a file that is not UTF-8) stands for that one raw byte in ``token_bytes`` and ``decode_bytes``.
     """
 
     type: ClassVar[str] = "char"
@@ -189,17 +221,38 @@ class CharTokenizer:
         return [self.encode_array(t) for t in texts]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """The text of the character ids; special tokens are dropped. Ids outside the vocabulary raise DataError."""
-        ids = _as_ids(ids, self.vocab_size)
-        ids = ids[(ids >= 1) & (ids <= len(self._code_points))]
-        return self._code_points[ids - 1].tobytes().decode("utf-32-le", "surrogatepass")
+        """The text of the character ids; special tokens are dropped. Ids outside the vocabulary raise DataError.
+
+        Escaped bytes (U+DC80..U+DCFF) are shown as a byte-level BPE would show them: the bytes they make
+        up decoded as UTF-8, with U+FFFD where they are not UTF-8, so the result can be printed and saved.
+        """
+        code_points = self._char_code_points(ids)
+        if ((code_points >= ESCAPE_BASE + 0x80) & (code_points <= ESCAPE_BASE + 0xFF)).any():
+            return self._bytes_of(code_points).decode("utf-8", "replace")
+        return code_points.tobytes().decode("utf-32-le", "surrogatepass")
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The exact bytes of the ids (see ``Tokenizer.decode_bytes``); special tokens are dropped."""
+        return self._bytes_of(self._char_code_points(ids))
 
     def token_bytes(self, token_id: int) -> bytes:
         if not 0 <= token_id < self.vocab_size:
             raise DataError(f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})")
         if token_id == 0 or token_id > len(self._code_points):
             return b""
-        return chr(self._code_points[token_id - 1]).encode("utf-8", "surrogatepass")
+        return _char_bytes(int(self._code_points[token_id - 1]))
+
+    def _char_code_points(self, ids: Iterable[int]) -> np.ndarray:
+        ids = _as_ids(ids, self.vocab_size)
+        return self._code_points[ids[(ids >= 1) & (ids <= len(self._code_points))] - 1]
+
+    @staticmethod
+    def _bytes_of(code_points: np.ndarray) -> bytes:
+        text = code_points.tobytes().decode("utf-32-le", "surrogatepass")
+        try:
+            return text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # lone surrogates that are not escaped bytes: their 3-byte "surrogatepass" form
+            return b"".join(_char_bytes(c) for c in code_points.tolist())
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type, "eot": EOT, "vocab": list(self.chars)}
@@ -239,14 +292,22 @@ class CharTokenizer:
         return self._lookup
 
 
+def _char_bytes(code_point: int) -> bytes:
+    if ESCAPE_BASE + 0x80 <= code_point <= ESCAPE_BASE + 0xFF:
+        return bytes([code_point - ESCAPE_BASE])
+    return chr(code_point).encode("utf-8", "surrogatepass")
+
+
 class BPETokenizer:
     """Byte-level BPE (GPT-2 style) trained with HF ``tokenizers``; ids 0..3 are the special tokens.
 
-    Text is split into UTF-8 bytes before merging, so any Python string without lone surrogates
-    encodes, whatever its script, and decodes back exactly. A single token may hold part of a
-    character's bytes, so an arbitrary id sequence (say, a model's sample cut short) may not be valid
-    UTF-8: decoding never raises for ids in the vocabulary, and such bytes become U+FFFD (the
-    replacement character).
+    Text is split into UTF-8 bytes before merging, so any Python string encodes, whatever its script,
+    and decodes back exactly. An escaped byte U+DC80..U+DCFF (a byte of a file that is not UTF-8, see
+    the module docstring) encodes to the single-byte token of that byte; other lone surrogates raise
+    DataError. A single token may hold part of a character's bytes, so an arbitrary id sequence (say, a
+    model's sample cut short) may not be valid UTF-8: ``decode`` never raises for ids in the
+    vocabulary, and such bytes become U+FFFD (the replacement character); ``decode_bytes`` gives the
+    bytes themselves.
     """
 
     type: ClassVar[str] = "bpe"
@@ -259,12 +320,15 @@ class BPETokenizer:
         # (not saved in HF's JSON, so set on every construction)
         hf.encode_special_tokens = True
         self._hf = hf
+        self._byte_ids: np.ndarray | None = None  # byte -> id of its single-byte token, built when first needed
+        self._id_bytes: list[bytes] | None = None  # id -> token_bytes, built when first needed
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, progress: bool = True) -> "BPETokenizer":
         """Learn merges from ``texts`` (any iterable: files are read lazily) up to ``vocab_size`` ids in all.
 
-        A small corpus may run out of pairs to merge first; the vocabulary is then smaller.
+        A small corpus may run out of pairs to merge first; the vocabulary is then smaller. Escaped bytes
+        (U+DC80..U+DCFF) in ``texts`` are left out of the merges: they always encode byte by byte.
         """
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -279,7 +343,7 @@ class BPETokenizer:
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen in the corpus or not
             show_progress=progress,
         )
-        hf.train_from_iterator(texts, trainer=trainer)
+        hf.train_from_iterator(_without_escaped_bytes(texts), trainer=trainer)
         return cls(hf)
 
     # ---- the Tokenizer interface -----------------------------------------------------------
@@ -306,25 +370,71 @@ class BPETokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         encode = getattr(self._hf, "encode_batch_fast", self._hf.encode_batch)  # _fast (no offsets): tokenizers>=0.20
+        texts = list(texts)
         try:
-            encodings = encode(list(texts), add_special_tokens=False)
-        except TypeError:
-            for text in texts:
-                _check_encodable(text)
-            raise
+            encodings = encode(texts, add_special_tokens=False)
+        except TypeError:  # HF takes no lone surrogates: a text holds escaped bytes (or is not valid text)
+            return self._encode_with_escaped_bytes(texts, encode)
         return [np.array(e.ids, dtype=np.int64) for e in encodings]
 
+    def _encode_with_escaped_bytes(self, texts: list[str], encode) -> list[np.ndarray]:
+        """The slow path: each text split into runs of escaped bytes, which become single-byte tokens, and
+        runs of other text, which HF encodes (all of the batch's runs in one call)."""
+        byte_ids = self._byte_id_table().tolist()
+        runs: list[str] = []
+        layouts: list[list[int | list[int]]] = []  # per text: an index into runs, or the ids of escaped bytes
+        for text in texts:
+            _check_encodable(text)
+            layout: list[int | list[int]] = []
+            for i, run in enumerate(_ESCAPED_RUNS.split(text)):
+                if i % 2:
+                    layout.append([byte_ids[ord(c) - ESCAPE_BASE] for c in run])
+                elif run:
+                    layout.append(len(runs))
+                    runs.append(run)
+            layouts.append(layout)
+        encodings = encode(runs, add_special_tokens=False) if runs else []
+        out = []
+        for layout in layouts:
+            ids: list[int] = []
+            for part in layout:
+                ids.extend(encodings[part].ids if isinstance(part, int) else part)
+            out.append(np.array(ids, dtype=np.int64))
+        return out
+
     def decode(self, ids: Iterable[int]) -> str:
-        """The text of the ids; special tokens are dropped, and bytes that are not valid UTF-8 become U+FFFD."""
+        """The text of the ids, for display; special tokens are dropped, and bytes that are not valid UTF-8
+        (a cut-off character, an escaped byte of a file that is not UTF-8) become U+FFFD."""
         return self._hf.decode(_as_ids(ids, self.vocab_size).tolist(), skip_special_tokens=True)
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The exact bytes of the ids (see ``Tokenizer.decode_bytes``); special tokens are dropped."""
+        table = self._token_bytes_table()
+        return b"".join([table[i] for i in _as_ids(ids, self.vocab_size).tolist()])
 
     def token_bytes(self, token_id: int) -> bytes:
         if not 0 <= token_id < self.vocab_size:
             raise DataError(f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})")
-        if token_id < len(SPECIAL_TOKENS):
-            return b""
-        table = _byte_level_decoder()
-        return bytes(table[c] for c in self._hf.id_to_token(token_id))
+        return self._token_bytes_table()[token_id]
+
+    def _token_bytes_table(self) -> list[bytes]:
+        if self._id_bytes is None:
+            table = _byte_level_decoder()
+            self._id_bytes = [b"" if i < len(SPECIAL_TOKENS) else bytes(table[c] for c in self._hf.id_to_token(i))
+                              for i in range(self.vocab_size)]
+        return self._id_bytes
+
+    def _byte_id_table(self) -> np.ndarray:
+        if self._byte_ids is None:
+            ids = np.zeros(256, dtype=np.int64)
+            for char, byte in _byte_level_decoder().items():
+                token_id = self._hf.token_to_id(char)
+                if token_id is None:
+                    raise DataError(f"this BPE tokenizer has no token for the byte 0x{byte:02x}; expected a byte-level BPE "
+                                    "with all 256 bytes, as genforge trains")
+                ids[byte] = token_id
+            self._byte_ids = ids
+        return self._byte_ids
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "eot": EOT, "specials": self.special_ids, "hf_tokenizer": self._hf.to_str()}
@@ -370,13 +480,24 @@ def _byte_level_decoder() -> dict[str, int]:
 
 
 def _check_encodable(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
+    """DataError naming the first lone surrogate in ``text`` that is not an escaped byte (U+DC80..U+DCFF)."""
+    bad = _OTHER_SURROGATES.search(text)
+    if bad:
         raise DataError(
-            f"text holds a lone surrogate (U+{ord(text[e.start]):04X} at index {e.start}), which UTF-8 cannot encode; "
-            "expected valid Unicode text"
-        ) from None
+            f"text holds a lone surrogate (U+{ord(bad.group()):04X} at index {bad.start()}), which UTF-8 cannot encode "
+            "and is not an escaped byte (U+DC80..U+DCFF); expected valid Unicode text"
+        )
+
+
+def _without_escaped_bytes(texts: Iterable[str]) -> Iterable[str]:
+    """``texts`` for the BPE trainer (which takes no lone surrogates): a text holding escaped bytes is passed
+    on as the runs between them, so no merge spans one."""
+    for text in texts:
+        if not has_surrogates(text):
+            yield text
+            continue
+        _check_encodable(text)
+        yield from (run for run in _ESCAPED_RUNS.split(text)[::2] if run)
 
 
 def check_bpe_vocab_size(vocab_size: Any) -> None:

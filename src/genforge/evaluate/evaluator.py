@@ -146,7 +146,7 @@ class Evaluator:
     def val_likelihood(self, family, amp_dtype=None) -> dict:
         """Validation loss (nats/token), perplexity and bits per byte over non-overlapping windows.
 
-        Bits per byte divide the total by the UTF-8 bytes of the predicted text, so tokenizers with
+        Bits per byte divide the total by the bytes of the predicted text (as in the files), so tokenizers with
         different vocabularies compare; end-of-text predictions count toward the loss, not the bytes.
         """
         val = self.prepared.val
@@ -225,7 +225,7 @@ def text_scores(texts: list[str], is_code: bool) -> dict:
 
 
 def byte_lengths(tokenizer) -> torch.Tensor:
-    """UTF-8 bytes each token id stands for (0 for special tokens); a byte-level BPE token may hold part
+    """Bytes each token id stands for (0 for special tokens); a byte-level BPE token may hold part
     of a character, so this asks the tokenizer rather than decoding tokens one by one."""
     return torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)], dtype=torch.long)
 
