@@ -230,6 +230,50 @@ class Model:
         end = next((i for i, t in enumerate(new) if t in specials), len(new))
         return self.tokenizer.decode(new[:end])
 
+    def load_image(self, path: str | Path) -> torch.Tensor:
+        """An image file as (1, C, H, W) in [-1, 1], resized and converted to this run's image shape."""
+        self._need_images("loading an input image")
+        return self.codec.load(path, self.spec.shape)
+
+    def load_mask(self, path: str | Path) -> torch.Tensor:
+        """A mask image as (1, 1, H, W) of 0/1: white (brighter than mid-grey) marks the pixels to generate."""
+        self._need_images("loading a mask")
+        return (self.codec.load(path, (1, *self.spec.shape[1:])) > 0).float()
+
+    def img2img(self, image: torch.Tensor | str | Path, strength: float, n: int = 1, seed: int = 0,
+                **settings: Any) -> torch.Tensor:
+        """SDEdit/img2img: ``n`` variations of ``image`` (a path or a (1, C, H, W) tensor in [-1, 1]).
+
+        ``strength`` 0 returns the input, 1 ignores it (the same as ``sample`` with that seed); settings
+        are the family's sampling options (steps, sampler, eta, spacing, label, guidance).
+        """
+        return self._refine_images("img2img", image, n, seed, strength=strength, **settings)
+
+    def inpaint(self, image: torch.Tensor | str | Path, mask: torch.Tensor | str | Path, n: int = 1, seed: int = 0,
+                **settings: Any) -> torch.Tensor:
+        """``n`` completions of ``image`` where ``mask`` is 1 (white in a mask file); other pixels are kept exactly."""
+        mask = self.load_mask(mask) if isinstance(mask, (str, Path)) else mask
+        return self._refine_images("inpaint", image, n, seed, mask=mask, **settings)
+
+    def _refine_images(self, capability: str, image: Any, n: int, seed: int, **settings: Any) -> torch.Tensor:
+        self._need_images(capability)
+        method = getattr(self.family, capability, None)
+        if method is None:
+            raise ConfigError(f"the {self.run.config.family} family has no {capability}; it is a diffusion capability")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
+        image = self.load_image(image) if isinstance(image, (str, Path)) else image
+        if not torch.is_tensor(image) or image.dim() != 4 or image.shape[0] != 1:
+            raise ConfigError(f"expected one input image shaped (1, C, H, W), got {getattr(image, 'shape', type(image).__name__)}")
+        settings = {k: v for k, v in settings.items() if v is not None}
+        with autocast(self.device, self.amp_dtype):
+            out = method(image.expand(n, *image.shape[1:]), generator=self._generator(seed), **settings)
+        return out.float()
+
+    def _need_images(self, what: str) -> None:
+        if self.spec.modality != "image":
+            raise ConfigError(f"{what} applies to image runs; {self.run.path} is a {self.spec.modality} run")
+
     def stream(
         self,
         prompt: str | None = None,

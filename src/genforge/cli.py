@@ -26,6 +26,9 @@ SOURCE_HELP = "Built-in name (digits, mnist, pycode) or folder:PATH (images) or 
 
 TOKENIZER_HELP = "Text sources: char (one id per character, the default) or bpe (byte-level BPE trained on the data)."
 VOCAB_SIZE_HELP = "With --tokenizer bpe: vocabulary size, 260 or more (default 4096)."
+SAMPLER_HELP = "ddpm, ddim, euler, heun or dpmpp_2m (default: the run's, ddim)"
+SPACING_HELP = "noise levels to visit: trailing (default), uniform or karras"
+GUIDANCE_HELP = "classifier-free guidance for class-conditional runs: 0 unconditional, 1 conditional (default), >1 stronger"
 
 
 def _echo_err(message: str) -> None:
@@ -93,6 +96,10 @@ def sample(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text runs: the text to continue."),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Class-conditional runs: a class id or name."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion: number of sampling steps."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Diffusion: {SAMPLER_HELP}."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help=f"Diffusion: {SPACING_HELP}."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="Diffusion, ddim sampler: 0 deterministic, 1 fresh noise each step (DDPM-like)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help=f"Diffusion: {GUIDANCE_HELP}."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Text runs: tokens to generate."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Text runs: sampling temperature."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Text runs: keep only the k most likely tokens."),
@@ -108,7 +115,8 @@ def sample(
     from genforge.api import load
 
     model = load(run, device=device)
-    conditions = {"label": label, "steps": steps, "max_new_tokens": max_new_tokens, "temperature": temperature,
+    conditions = {"label": label, "steps": steps, "sampler": sampler, "spacing": spacing, "eta": eta,
+                  "guidance": guidance, "max_new_tokens": max_new_tokens, "temperature": temperature,
                   "top_k": top_k, "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty}
     conditions = {k: v for k, v in conditions.items() if v is not None}
     out = out or (run / "generated" / f"seed-{seed}")
@@ -138,23 +146,41 @@ def sample(
 @app.command()
 def refine(
     run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Image runs: the image to refine (resized to the run's shape)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", "-m", help="Image runs: inpaint where this image is white; black pixels are kept."),
+    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Image runs: img2img, 0 (keep the input) to 1 (ignore it)."),
+    n: int = typer.Option(4, "-n", "--num", help="Image runs: how many variations."),
     prefix_file: Optional[Path] = typer.Option(None, "--prefix-file", help="Text runs: the text before the gap."),
     suffix_file: Optional[Path] = typer.Option(None, "--suffix-file", help="Text runs: the text after the gap."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the middle (default RUN/refined/middle-seed-S.txt)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write (default RUN/refined/...)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same settings, same machine: same output."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest middle, in tokens."),
-    temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature (0: greedy)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep only the k most likely tokens."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Image runs: sampling steps of the whole noise ladder."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Image runs: {SAMPLER_HELP}."),
+    label: Optional[str] = typer.Option(None, "--label", "-l", help="Class-conditional runs: a class id or name."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help=f"Image runs: {GUIDANCE_HELP}."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Text runs: longest middle, in tokens."),
+    temperature: float = typer.Option(0.8, "--temperature", help="Text runs: sampling temperature (0: greedy)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Text runs: keep only the k most likely tokens."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Text runs: nucleus sampling: keep the smallest set of tokens with this much probability."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
-    """Refine content. Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate)."""
+    """Refine content. Images (diffusion): inpaint with --input and --mask, or img2img with --input and
+    --strength. Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate)."""
     from genforge.api import load
     from genforge.errors import ConfigError
+
+    text_mode = prefix_file is not None or suffix_file is not None
+    if input is None and not text_mode:
+        raise ConfigError("refine needs --input IMAGE (with --mask or --strength) for image runs, "
+                          "or --prefix-file/--suffix-file for text runs")
+    if input is not None and text_mode:
+        raise ConfigError("use either --input (images) or --prefix-file/--suffix-file (text), not both")
+    if input is not None:
+        _refine_image(run, input, mask, strength, n, out, seed, device,
+                      {"steps": steps, "sampler": sampler, "label": label, "guidance": guidance})
+        return
     from genforge.io import atomic_write_text
 
-    if prefix_file is None and suffix_file is None:
-        raise ConfigError("refine needs --prefix-file and/or --suffix-file (the text around the gap to fill)")
     prefix, suffix = _read_text_option(prefix_file, "--prefix-file"), _read_text_option(suffix_file, "--suffix-file")
     model = load(run, device=device)
     middle = model.infill(prefix, suffix, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -163,6 +189,33 @@ def refine(
     atomic_write_text(out, middle)
     typer.echo(middle)
     typer.echo(f"wrote the middle ({len(middle)} characters) to {out}", err=True)
+
+
+def _refine_image(run: Path, input: Path, mask: Optional[Path], strength: Optional[float], n: int,
+                  out: Optional[Path], seed: int, device: str, settings: dict) -> None:
+    import torch
+
+    from genforge.api import load
+    from genforge.errors import ConfigError
+
+    if (mask is None) == (strength is None):
+        raise ConfigError("image refinement needs exactly one of --mask MASK (inpaint) or --strength S (img2img)")
+    model = load(run, device=device)
+    image = model.load_image(input)
+    if mask is not None:
+        mask_t = model.load_mask(mask)
+        results = model.inpaint(image, mask_t, n=n, seed=seed, **settings)
+        mode, shown = "inpaint", [image, image * (1 - mask_t)]  # the input, then what the model was shown
+    else:
+        results = model.img2img(image, strength, n=n, seed=seed, **settings)
+        mode, shown = "img2img", [image]
+    out = out or (run / "refined" / f"{input.stem}-{mode}-seed-{seed}")
+    params = {"family": model.run.config.family, "run": str(run), "mode": mode, "parent": str(input), "seed": seed,
+              "n": n, **({"mask": str(mask)} if mask is not None else {"strength": strength}),
+              **{k: v for k, v in settings.items() if v is not None}}
+    paths = model.codec.save(results, out, params)
+    model.codec.grid(torch.cat([*shown, results.cpu()]), out / "comparison.png", params)
+    typer.echo(f"wrote {len(paths)} {mode} results to {out} (comparison.png: input first)")
 
 
 def _read_text_option(path: Path | None, option: str) -> str:
