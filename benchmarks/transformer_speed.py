@@ -104,8 +104,10 @@ def bench_generation(p: dict, device, dtype, batch: int, new_tokens: int, prompt
     ours = build_genforge(p, device).eval()
     hf = build_hf(p, device).eval()
 
+    from genforge.sampling.tokens import Decoding
+
     def run_ours():
-        return ours.generate(prompt, new_tokens, temperature=0.0)
+        return ours.generate(prompt, new_tokens, decoding=Decoding(temperature=0.0))
 
     def run_hf():
         return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,

@@ -15,6 +15,7 @@ from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
 from genforge.families.transformer import END_OF_TEXT, Transformer, TransformerConfig
 from genforge.sampling.tokens import (
+    Decoding,
     apply_repetition_penalty,
     check_stops,
     first_stop,
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 VOCAB = 11
 BLOCK = 8
+GREEDY = Decoding(temperature=0)
 
 
 def kept(logits: torch.Tensor) -> list:
@@ -255,7 +257,7 @@ def test_greedy_with_the_kv_cache_equals_full_recomputation_past_the_context(ove
     model = tiny(**overrides)
     prompts = torch.tensor([[3, 1, 4], [1, 5, 9]])
     steps = 3 * BLOCK  # cached steps, then a sliding window
-    out = model.generate(prompts, steps, None, 0, repetition_penalty=penalty)
+    out = model.generate(prompts, steps, None, Decoding(temperature=0, repetition_penalty=penalty))
     for row, prompt in zip(out.tolist(), prompts.tolist()):
         assert row == greedy_reference(model, prompt, steps, penalty)
 
@@ -290,15 +292,15 @@ def test_end_of_text_finishes_a_row_and_generation_ends_when_all_rows_have(monke
     calls: list = []
     # 1 -> 2 -> ... -> 10 -> end-of-text -> 1: row [5] ends after 6 tokens, row [1] after 10
     monkeypatch.setattr(model.net, "forward", successor_net(model, {i: (i + 1) % VOCAB for i in range(VOCAB)}, calls))
-    out = model.generate(torch.tensor([[5], [1]]), 40, None, 0, stop_at_end=True)
+    out = model.generate(torch.tensor([[5], [1]]), 40, None, GREEDY, stop_at_end=True)
     assert out.shape == (2, 41)
     assert out[0, :7].tolist() == [5, 6, 7, 8, 9, 10, 0] and out[1, :11].tolist() == list(range(1, 11)) + [0]
     assert bool((out[:, 11:] == END_OF_TEXT).all())
     assert len(calls) == 10  # the prompt, then one step per new token until the last row finished
     # without stop_at_end the rows run on past end-of-text to max_new_tokens
-    assert model.generate(torch.tensor([[5]]), 12, None, 0)[0].tolist() == [5, 6, 7, 8, 9, 10, 0, 1, 2, 3, 4, 5, 6]
+    assert model.generate(torch.tensor([[5]]), 12, None, GREEDY)[0].tolist() == [5, 6, 7, 8, 9, 10, 0, 1, 2, 3, 4, 5, 6]
     # an end-of-text token before any other new token is a document separator: it ends nothing
-    out = model.generate(torch.tensor([[10]]), 5, None, 0, stop_at_end=True)
+    out = model.generate(torch.tensor([[10]]), 5, None, GREEDY, stop_at_end=True)
     assert out[0].tolist() == [10, 0, 1, 2, 3, 4]
 
 
@@ -311,7 +313,7 @@ def test_should_stop_finishes_rows_and_later_columns_are_end_of_text(monkeypatch
         seen_shapes.append(tuple(ids.shape))
         return (ids[:, 1:] == 7).any(-1)  # a row is done once it generated a 7
 
-    columns = list(model.generate_stream(torch.tensor([[5], [2]]), 20, None, 0, should_stop=should_stop))
+    columns = list(model.generate_stream(torch.tensor([[5], [2]]), 20, None, GREEDY, should_stop=should_stop))
     assert seen_shapes[0] == (2, 2) and len(columns) == 5  # row [2] reaches 7 at its 5th token
     assert torch.stack(columns, 1).tolist() == [[6, 7, 0, 0, 0], [3, 4, 5, 6, 7]]
 
@@ -457,3 +459,17 @@ def test_cli_bad_decoding_option_is_one_error_line(text_run, tmp_path, option):
     assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert option[0].lstrip("-").replace("-", "_") in errors[0] or "stop" in errors[0]
     assert proc.stdout == "" and not (tmp_path / "x").exists()
+
+
+def test_decoding_settings_are_checked_once_and_split_from_other_options():
+    decoding, rest = Decoding.split({"temperature": None, "top_p": 0.9, "label": 3, "min_p": None}, temperature=0.8)
+    assert decoding == Decoding(temperature=0.8, top_p=0.9) and rest == {"label": 3}
+    assert not decoding.penalised and Decoding(repetition_penalty=1.2).penalised
+    with pytest.raises(ConfigError, match="top_p must be a number in"):
+        Decoding(top_p=1.5)
+    with pytest.raises(ConfigError, match="does not accept label"):
+        tiny().sample(1, torch.Generator(), max_new_tokens=2, label=3)
+    logits = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(0))
+    a = Decoding(temperature=0.7, top_k=4, min_p=0.1).next_token(logits, torch.Generator().manual_seed(1))
+    b = next_token(logits, torch.Generator().manual_seed(1), 0.7, 4, min_p=0.1)
+    assert torch.equal(a, b)

@@ -279,30 +279,23 @@ class Model:
         prompt: str | None = None,
         seed: int = 0,
         *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
         stop: str | Sequence[str] | None = None,
-        **conditions: Any,
+        **decoding: Any,
     ) -> Iterator[str]:
         """One text sample, as pieces of text while it is generated: the prompt first, then new text.
 
-        The pieces join to ``self.sample(1, seed, prompt, ...)[0]`` with the same settings (None: the
-        family's default). A piece is shown only once it is final: text that could still become a stop
-        string, and a half-decoded multi-byte character (U+FFFD), wait for the next token.
-        Settings are checked here, before the first piece.
+        ``decoding`` takes max_new_tokens and ``sample``'s controls (temperature, top_k, top_p, min_p,
+        repetition_penalty; None: the family's default). The pieces join to
+        ``self.sample(1, seed, prompt, ...)[0]`` with the same settings. A piece is shown only once it
+        is final: text that could still become a stop string, and a half-decoded multi-byte character
+        (U+FFFD), wait for the next token. Settings are checked here, before the first piece.
         """
         if self.spec.modality != "text":
             raise ConfigError(f"streaming applies to text runs; {self.run.path} is an image run")
         stops = check_stops(stop)
         tokens = self._prompt_tokens(prompt)
-        settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-                    "min_p": min_p, "repetition_penalty": repetition_penalty, **conditions}
         columns = self.family.sample_stream(1, generator=self._generator(seed), prompt=tokens, stop_at_end=True,
-                                            **{k: v for k, v in settings.items() if v is not None})
+                                            **{k: v for k, v in decoding.items() if v is not None})
         return self._stream_text(columns, tokens, stops)
 
     def _stream_text(self, columns: Iterator[torch.Tensor], tokens: list[int], stops: tuple[str, ...]) -> Iterator[str]:

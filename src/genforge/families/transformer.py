@@ -18,7 +18,7 @@ from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
 from genforge.nets.transformer import GPT, MLPS, NORMS, POS_ENCODINGS
-from genforge.sampling.tokens import check_decoding, next_token
+from genforge.sampling.tokens import Decoding
 
 END_OF_TEXT = 0  # the token id that separates documents
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -125,26 +125,20 @@ class Transformer(Family):
         generator: torch.Generator | None = None,
         prompt: Sequence[int] | torch.Tensor | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        temperature: float = DEFAULT_TEMPERATURE,
-        top_k: int | None = None,
         *,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
         stop_at_end: bool = False,
         should_stop: StopCallback | None = None,
-        **conditions: Any,
+        **options: Any,
     ) -> torch.Tensor:
         """``n`` continuations of ``prompt`` (token ids, shared by every row; None starts from the
         end-of-text token), as (n, len(prompt) + max_new_tokens) int64 ids including the prompt.
 
-        The decoding controls and the two ways a row finishes early are ``generate_stream``'s.
+        ``options`` are the decoding controls (``sampling.tokens.Decoding``: temperature, default 0.8,
+        top_k, top_p, min_p, repetition_penalty); the two ways a row finishes early are ``generate_stream``'s.
         """
-        self.reject_conditions(self.name, conditions)
-        return self.generate(
-            self.start_ids(n, prompt), max_new_tokens, generator, temperature, top_k, top_p=top_p, min_p=min_p,
-            repetition_penalty=repetition_penalty, stop_at_end=stop_at_end, should_stop=should_stop,
-        )
+        decoding = self._decoding(options)
+        return self.generate(self.start_ids(n, prompt), max_new_tokens, generator, decoding,
+                             stop_at_end=stop_at_end, should_stop=should_stop)
 
     def sample_stream(
         self,
@@ -152,26 +146,19 @@ class Transformer(Family):
         generator: torch.Generator | None = None,
         prompt: Sequence[int] | torch.Tensor | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        temperature: float = DEFAULT_TEMPERATURE,
-        top_k: int | None = None,
         *,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
         stop_at_end: bool = False,
         should_stop: StopCallback | None = None,
-        **conditions: Any,
+        **options: Any,
     ) -> Iterator[torch.Tensor]:
         """``sample`` one step at a time: yields each new column of ids (n,) as soon as it is drawn.
 
         Same arguments, same generator draws: the columns stacked after the prompt are ``sample``'s
         output (up to its end-of-text padding when every row finished early).
         """
-        self.reject_conditions(self.name, conditions)
-        return self.generate_stream(
-            self.start_ids(n, prompt), max_new_tokens, generator, temperature, top_k, top_p=top_p, min_p=min_p,
-            repetition_penalty=repetition_penalty, stop_at_end=stop_at_end, should_stop=should_stop,
-        )
+        decoding = self._decoding(options)
+        return self.generate_stream(self.start_ids(n, prompt), max_new_tokens, generator, decoding,
+                                    stop_at_end=stop_at_end, should_stop=should_stop)
 
     @torch.no_grad()
     def continue_(
@@ -179,18 +166,21 @@ class Transformer(Family):
         tokens: Sequence[int] | torch.Tensor,
         generator: torch.Generator | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        temperature: float = DEFAULT_TEMPERATURE,
-        top_k: int | None = None,
         **options: Any,
     ) -> torch.Tensor:
         """Continue each row of ``tokens`` ((T,) or (n, T) ids); returns (n, T + max_new_tokens).
 
-        ``options`` are ``generate_stream``'s keyword arguments (top_p, min_p, repetition_penalty, ...).
+        ``options`` are ``sample``'s decoding controls.
         """
         ids = self.prompt_ids(tokens)
         if ids.dim() not in (1, 2):
             raise ConfigError(f"tokens must be (T,) or (n, T) ids, got shape {tuple(ids.shape)}")
-        return self.generate(ids.view(-1, ids.shape[-1]), max_new_tokens, generator, temperature, top_k, **options)
+        return self.generate(ids.view(-1, ids.shape[-1]), max_new_tokens, generator, self._decoding(options))
+
+    def _decoding(self, options: dict[str, Any]) -> Decoding:
+        decoding, rest = Decoding.split(options, temperature=DEFAULT_TEMPERATURE)
+        self.reject_conditions(self.name, rest)
+        return decoding
 
     @torch.no_grad()
     def generate(
@@ -198,16 +188,18 @@ class Transformer(Family):
         idx: torch.Tensor,
         max_new_tokens: int,
         generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        **options: Any,
+        decoding: Decoding | None = None,
+        *,
+        stop_at_end: bool = False,
+        should_stop: StopCallback | None = None,
     ) -> torch.Tensor:
         """Append ``max_new_tokens`` ids to each row of ``idx`` (n, T); returns (n, T + max_new_tokens).
 
-        Collects ``generate_stream`` (``options`` are its keyword arguments). When every row finished
-        early, the columns never drawn are end-of-text, so the shape does not depend on the draws.
+        Collects ``generate_stream`` (same arguments). When every row finished early, the columns never
+        drawn are end-of-text, so the shape does not depend on the draws.
         """
-        stream = self.generate_stream(idx, max_new_tokens, generator, temperature, top_k, **options)
+        stream = self.generate_stream(idx, max_new_tokens, generator, decoding,
+                                      stop_at_end=stop_at_end, should_stop=should_stop)
         n, prompt_len = idx.shape
         out = torch.full((n, prompt_len + max_new_tokens), END_OF_TEXT, dtype=torch.long, device=idx.device)
         out[:, :prompt_len] = idx
@@ -220,19 +212,16 @@ class Transformer(Family):
         idx: torch.Tensor,
         max_new_tokens: int,
         generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
+        decoding: Decoding | None = None,
         *,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
         stop_at_end: bool = False,
         should_stop: StopCallback | None = None,
     ) -> Iterator[torch.Tensor]:
         """Generate after each row of ``idx`` (n, T), yielding each new column of ids (n,) as it is drawn.
 
-        Decoding is ``sampling.tokens.next_token``'s (repetition penalty over the whole row, prompt
-        included; temperature, 0 = greedy; top-k, top-p, min-p), drawing from ``generator`` only.
+        ``decoding`` (default: plain sampling at temperature 1) picks each token, drawing from
+        ``generator`` only: repetition penalty over the whole row, prompt included; temperature, 0 =
+        greedy; top-k, top-p, min-p (see ``sampling.tokens``).
 
         A row finishes early when ``stop_at_end`` is set and it draws the end-of-text token after at
         least one other new token (leading ones are document separators the text codec skips, so they
@@ -244,13 +233,14 @@ class Transformer(Family):
 
         Arguments are checked here, before the first step; the work happens as the stream is read.
         """
-        check_decoding(temperature, top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty)
+        decoding = Decoding() if decoding is None else decoding
+        if not isinstance(decoding, Decoding):
+            raise ConfigError(f"decoding must be a genforge.sampling.tokens.Decoding, got {type(decoding).__name__}")
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
             raise ConfigError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[0] < 1 or idx.shape[1] < 1:
             raise ConfigError(f"idx must be an (n, T) tensor of token ids with n, T >= 1, got {getattr(idx, 'shape', idx)}")
-        decoding = {"top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty}
-        return self._stream(idx.long(), max_new_tokens, generator, temperature, top_k, decoding, stop_at_end, should_stop)
+        return self._stream(idx.long(), max_new_tokens, generator, decoding, stop_at_end, should_stop)
 
     @torch.no_grad()
     def _stream(
@@ -258,9 +248,7 @@ class Transformer(Family):
         idx: torch.Tensor,
         max_new_tokens: int,
         generator: torch.Generator | None,
-        temperature: float,
-        top_k: int | None,
-        decoding: dict[str, Any],
+        decoding: Decoding,
         stop_at_end: bool,
         should_stop: StopCallback | None,
     ) -> Iterator[torch.Tensor]:
@@ -270,7 +258,7 @@ class Transformer(Family):
         out[:, :prompt_len] = idx
         finished = torch.zeros(n, dtype=torch.bool, device=idx.device)
         has_content = torch.zeros(n, dtype=torch.bool, device=idx.device)
-        penalised = decoding["repetition_penalty"] not in (None, 1)
+        penalised = decoding.penalised
         early_stop = stop_at_end or should_stop is not None
         if max_new_tokens == 0:
             return
@@ -280,7 +268,7 @@ class Transformer(Family):
             logits = self.net(idx[:, -block:], cache)
             for t in range(prompt_len, total):
                 seen = out[:, :t] if penalised else None
-                token = next_token(logits[:, -1], generator, temperature, top_k, seen=seen, **decoding)
+                token = decoding.next_token(logits[:, -1], generator, seen=seen)
                 token = token.masked_fill(finished, END_OF_TEXT)
                 out[:, t] = token
                 if stop_at_end:

@@ -20,7 +20,8 @@ the string helpers it uses (``check_stops``, ``first_stop``, ``held_back``) are 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
 
 import torch
 
@@ -184,6 +185,42 @@ def check_decoding(
         raise ConfigError(f"min_p must be a number in [0, 1] (0 keeps every token), got {min_p!r}")
     if repetition_penalty is not None and (not _is_number(repetition_penalty) or not repetition_penalty > 0):
         raise ConfigError(f"repetition_penalty must be a number > 0 (1 means off), got {repetition_penalty!r}")
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """One set of decoding controls, checked once when made; None leaves a control off.
+
+    Generation loops take one of these instead of repeating the five keywords; ``next_token`` applies it.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+
+    def __post_init__(self) -> None:
+        check_decoding(self.temperature, self.top_k, top_p=self.top_p, min_p=self.min_p,
+                       repetition_penalty=self.repetition_penalty)
+
+    @classmethod
+    def split(cls, options: dict[str, Any], temperature: float = 1.0) -> tuple["Decoding", dict[str, Any]]:
+        """The decoding controls among keyword ``options`` (None: the default, ``temperature`` for the
+        temperature), and the options left over for the caller to accept or reject."""
+        names = {f.name for f in fields(cls)}
+        chosen = {k: v for k, v in options.items() if k in names and v is not None}
+        return cls(**{"temperature": temperature, **chosen}), {k: v for k, v in options.items() if k not in names}
+
+    @property
+    def penalised(self) -> bool:
+        """Whether the repetition penalty is on (then ``next_token`` needs the ids so far)."""
+        return self.repetition_penalty not in (None, 1)
+
+    def next_token(self, logits: torch.Tensor, generator: torch.Generator | None = None,
+                   seen: torch.Tensor | None = None) -> torch.Tensor:
+        settings = asdict(self)
+        return next_token(logits, generator, settings.pop("temperature"), settings.pop("top_k"), seen=seen, **settings)
 
 
 def _is_number(x: object) -> bool:
