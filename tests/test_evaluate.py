@@ -655,3 +655,15 @@ def test_genforge_train_stays_callable(genforge_cache):
     import genforge.train.trainer  # noqa: F401  (what the first genforge.train(...) call imports)
 
     assert callable(genforge.train)
+
+
+@pytest.mark.parametrize("family", ["diffusion", "gan", "vae"])
+def test_parameter_counts_come_from_the_meta_device_and_match_a_real_build(family, tmp_path):
+    # compare's overview counts parameters without allocating or initialising a network
+    from genforge.api import make_config
+    from genforge.data import prepare
+    from genforge.runs import Run
+
+    config = make_config(family, "digits", steps=1)
+    run = Run.create(tmp_path / family, config, prepare("digits", config.data, progress=False).spec, None)
+    assert run.num_parameters() == sum(p.numel() for p in run.build_family().parameters()) > 1000

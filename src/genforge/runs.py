@@ -117,6 +117,11 @@ class Run:
             torch.manual_seed(seed)
         return build_family(self.config, self.spec)
 
+    def num_parameters(self) -> int:
+        """The model's parameter count, from a family built on the meta device (no memory, no init)."""
+        with torch.device("meta"):
+            return sum(p.numel() for p in build_family(self.config, self.spec).parameters())
+
     def load_tokenizer(self):
         if self.spec.modality != "text":
             return None

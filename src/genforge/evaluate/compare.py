@@ -130,10 +130,9 @@ def report_run(run, result: dict) -> ReportRun:
                 curves.setdefault(key, []).append((int(rec["step"]), float(value)))
     speeds = [rec["items_per_s"] for rec in records if isinstance(rec.get("items_per_s"), (int, float))]
     sampling = result.get("sampling") or {}
-    family = run.build_family()
     return ReportRun(
         name=run.path.name, family=run.config.family, data=run.config.data.source, modality=run.spec.modality,
-        parameters=sum(p.numel() for p in family.parameters()), steps=max(result.get("step", 0), 0),
+        parameters=run.num_parameters(), steps=max(result.get("step", 0), 0),
         train_items_per_s=statistics.median(speeds) if speeds else None,
         sample_items_per_s=sampling.get("items_per_s"), unit="img" if run.spec.modality == "image" else "tok",
         grid_png=latest_grid(run.samples_dir) if run.spec.modality == "image" else None,

@@ -39,6 +39,7 @@ from genforge.nets.unet import UNet
 from genforge.sampling import diffusion as solvers
 from genforge.sampling.schedules import (
     SPACINGS,
+    check_steps,
     make_alphas_cumprod,
     sampling_sigmas,
     sigma_to_timestep,
@@ -108,7 +109,7 @@ class Diffusion(Family):
             self.label_embedding = nn.Embedding(self.num_classes + 1, self.unet.emb_dim)
             nn.init.normal_(self.label_embedding.weight, std=0.02)
         abar = make_alphas_cumprod(config.schedule, config.timesteps, config.beta_start, config.beta_end)
-        sampling_sigmas(abar, config.sample_steps, config.spacing)  # validates sample_steps and spacing early
+        check_steps(config.sample_steps, config.timesteps)  # a bad sample_steps fails now, not at sampling
         # derived from the config, so not saved with the weights; float32 because MPS has no float64
         self.register_buffer("alphas_cumprod", abar.float(), persistent=False)
 

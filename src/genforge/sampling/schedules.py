@@ -67,7 +67,7 @@ def alphas_cumprod_from_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
     return 1 / (1 + sigmas**2)
 
 
-def _check_steps(steps: int, timesteps: int) -> None:
+def check_steps(steps: int, timesteps: int) -> None:
     if not 1 <= steps <= timesteps:
         raise ConfigError(f"sampling steps must be between 1 and {timesteps} (the model's timesteps), got {steps}")
 
@@ -95,7 +95,7 @@ def sampling_sigmas(
     if spacing not in SPACINGS:
         raise ConfigError(f"unknown sigma spacing '{spacing}'; expected one of: {', '.join(SPACINGS)}")
     timesteps = alphas_cumprod.shape[0]
-    _check_steps(steps, timesteps)
+    check_steps(steps, timesteps)
     train_sigmas = sigmas_from_alphas_cumprod(alphas_cumprod.detach().to("cpu", torch.float64))
     i = torch.arange(steps, dtype=torch.float64)
     if spacing == "trailing":
