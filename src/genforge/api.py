@@ -255,6 +255,63 @@ class Model:
         mask = self.load_mask(mask) if isinstance(mask, (str, Path)) else mask
         return self._refine_images("inpaint", image, n, seed, mask=mask, **settings)
 
+    def interpolate(self, seeds: Sequence[int], n: int = 8, label: Any = None, truncation: float | None = None) -> torch.Tensor:
+        """Images along a spherical path through the latents of ``seeds``: 2 seeds give a strip of ``n``,
+        4 give an n x n grid (see ``genforge.sampling.latent.interpolation``). The end points are the
+        images ``sample(1, seed=...)`` draws; a class-conditional model keeps one label along the way
+        (``label``, or the first seed's)."""
+        from genforge.sampling.latent import interpolation, truncate
+
+        family = self._latent_family("interpolation")
+        seeds = [int(s) for s in seeds]
+        if len(seeds) not in (2, 4):
+            raise ConfigError(f"interpolate between 2 seeds (a strip) or 4 (a grid), got {len(seeds)}")
+        starts, first_labels = [], None
+        for seed in seeds:
+            generator = self._generator(seed)
+            starts.append(family.sample_latents(1, generator)[0])
+            if first_labels is None:
+                first_labels = family.labels_for(1, label, generator)  # drawn as sample() draws it
+        latents = interpolation(torch.stack(starts), n)
+        labels = None if first_labels is None else first_labels.expand(latents.shape[0])
+        with autocast(self.device, self.amp_dtype):
+            return family.decode(truncate(latents, truncation), labels).float()
+
+    def invert(self, image: torch.Tensor | str | Path, label: Any = None, seed: int = 0, *, steps: int = 300,
+               restarts: int = 4) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """GAN inversion of one image (a path or (1, C, H, W) in [-1, 1]): (latent, label, reconstruction)."""
+        family = self._latent_family("inversion")
+        image = self._one_image(image)
+        z, labels = family.encode(image, label=label, generator=self._generator(seed), steps=steps, restarts=restarts)
+        return z, labels, family.decode(z, labels).float()
+
+    def variations(self, image: torch.Tensor | str | Path, n: int = 4, seed: int = 0, strength: float = 0.3,
+                   label: Any = None, *, steps: int = 300, restarts: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction, n variations) of a user's image: its inverted latent blended with fresh latents
+        by ``strength`` (0: the reconstruction itself, 1: unrelated samples; ``sampling.latent.blend``)."""
+        from genforge.sampling.latent import blend
+
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"the number of variations must be an integer >= 1, got {n!r}")
+        z, labels, reconstruction = self.invert(image, label, seed, steps=steps, restarts=restarts)
+        family = self.family
+        noise = family.sample_latents(n, self._generator(seed + 1))
+        zs = blend(z.expand(n, -1), noise, strength)
+        return reconstruction, family.decode(zs, None if labels is None else labels.expand(n)).float()
+
+    def _latent_family(self, what: str):
+        self._need_images(what)
+        if not (hasattr(self.family, "sample_latents") and hasattr(self.family, "encode")):
+            raise ConfigError(f"{what} needs a family with a latent space to invert (gan); "
+                              f"{self.run.path} is a {self.run.config.family} run")
+        return self.family
+
+    def _one_image(self, image: Any) -> torch.Tensor:
+        image = self.load_image(image) if isinstance(image, (str, Path)) else image
+        if not torch.is_tensor(image) or image.dim() != 4 or image.shape[0] != 1:
+            raise ConfigError(f"expected one input image shaped (1, C, H, W), got {getattr(image, 'shape', type(image).__name__)}")
+        return image
+
     def _refine_images(self, capability: str, image: Any, n: int, seed: int, **settings: Any) -> torch.Tensor:
         self._need_images(capability)
         method = getattr(self.family, capability, None)
@@ -262,9 +319,7 @@ class Model:
             raise ConfigError(f"the {self.run.config.family} family has no {capability}; it is a diffusion capability")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
-        image = self.load_image(image) if isinstance(image, (str, Path)) else image
-        if not torch.is_tensor(image) or image.dim() != 4 or image.shape[0] != 1:
-            raise ConfigError(f"expected one input image shaped (1, C, H, W), got {getattr(image, 'shape', type(image).__name__)}")
+        image = self._one_image(image)
         settings = {k: v for k, v in settings.items() if v is not None}
         with autocast(self.device, self.amp_dtype):
             out = method(image.expand(n, *image.shape[1:]), generator=self._generator(seed), **settings)

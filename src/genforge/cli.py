@@ -85,6 +85,8 @@ def train(
     typer.echo(f"trained {result.run.config.family} for {result.step} steps in {result.seconds:.0f}s{note}; run: {out}")
     if result.bad_steps:
         typer.echo(f"skipped {result.bad_steps} step(s) with a non-finite loss")
+    if result.warnings:
+        typer.echo(f"{len(result.warnings)} training-health warning(s), also in {out / 'metrics.jsonl'}")
 
 
 @app.command()
@@ -100,6 +102,8 @@ def sample(
     spacing: Optional[str] = typer.Option(None, "--spacing", help=f"Diffusion: {SPACING_HELP}."),
     eta: Optional[float] = typer.Option(None, "--eta", help="Diffusion, ddim sampler: 0 deterministic, 1 fresh noise each step (DDPM-like)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help=f"Diffusion: {GUIDANCE_HELP}."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", help="GAN: pull latents toward the mean, psi in [0, 1] (1 = off)."),
+    interpolate: Optional[str] = typer.Option(None, "--interpolate", help="GAN: SEED,SEED (a strip of -n images) or 4 seeds (an n x n grid) to walk between."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Text runs: tokens to generate."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Text runs: sampling temperature."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Text runs: keep only the k most likely tokens."),
@@ -115,8 +119,11 @@ def sample(
     from genforge.api import load
 
     model = load(run, device=device)
+    if interpolate is not None:
+        _interpolate(model, run, interpolate, n, label, truncation, out)
+        return
     conditions = {"label": label, "steps": steps, "sampler": sampler, "spacing": spacing, "eta": eta,
-                  "guidance": guidance, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                  "guidance": guidance, "truncation": truncation, "max_new_tokens": max_new_tokens, "temperature": temperature,
                   "top_k": top_k, "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty}
     conditions = {k: v for k, v in conditions.items() if v is not None}
     out = out or (run / "generated" / f"seed-{seed}")
@@ -143,18 +150,36 @@ def sample(
     typer.echo(f"wrote {len(paths)} samples to {out}")
 
 
+def _interpolate(model, run: Path, seeds_text: str, n: int, label: Optional[str], truncation: Optional[float],
+                 out: Optional[Path]) -> None:
+    from genforge.errors import ConfigError
+
+    try:
+        seeds = [int(s) for s in seeds_text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--interpolate takes 2 or 4 comma-separated seeds, e.g. 3,7; got '{seeds_text}'") from None
+    images = model.interpolate(seeds, n=n, label=label, truncation=truncation)
+    out = out or (run / "generated" / f"interpolate-{'-'.join(map(str, seeds))}")
+    params = {"family": model.run.config.family, "run": str(run), "mode": "interpolate", "seeds": seeds, "n": n,
+              **({"label": label} if label is not None else {}), **({"truncation": truncation} if truncation is not None else {})}
+    paths = model.codec.save(images, out, params)
+    if len(seeds) == 2:  # a strip reads left to right: one row, not grid.png's near-square layout
+        model.codec.grid(images.cpu(), out / "strip.png", params, columns=len(paths))
+    typer.echo(f"wrote {len(paths)} interpolated images to {out}")
+
+
 @app.command()
 def refine(
     run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="Image runs: the image to refine (resized to the run's shape)."),
     mask: Optional[Path] = typer.Option(None, "--mask", "-m", help="Image runs: inpaint where this image is white; black pixels are kept."),
-    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Image runs: img2img, 0 (keep the input) to 1 (ignore it)."),
+    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Image runs: how far results move from the input, 0 (keep it) to 1 (ignore it): diffusion img2img, GAN variations (default 0.3)."),
     n: int = typer.Option(4, "-n", "--num", help="Image runs: how many variations."),
     prefix_file: Optional[Path] = typer.Option(None, "--prefix-file", help="Text runs: the text before the gap."),
     suffix_file: Optional[Path] = typer.Option(None, "--suffix-file", help="Text runs: the text after the gap."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write (default RUN/refined/...)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same settings, same machine: same output."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Image runs: sampling steps of the whole noise ladder."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion: sampling steps of the whole noise ladder; GAN: inversion steps (default 300)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Image runs: {SAMPLER_HELP}."),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Class-conditional runs: a class id or name."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help=f"Image runs: {GUIDANCE_HELP}."),
@@ -164,8 +189,9 @@ def refine(
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Text runs: nucleus sampling: keep the smallest set of tokens with this much probability."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
-    """Refine content. Images (diffusion): inpaint with --input and --mask, or img2img with --input and
-    --strength. Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate)."""
+    """Refine content. Diffusion: inpaint with --input and --mask, or img2img with --input and --strength.
+    GAN: invert --input into the latent space and draw variations around it (--strength).
+    Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate)."""
     from genforge.api import load
     from genforge.errors import ConfigError
 
@@ -198,10 +224,13 @@ def _refine_image(run: Path, input: Path, mask: Optional[Path], strength: Option
     from genforge.api import load
     from genforge.errors import ConfigError
 
-    if (mask is None) == (strength is None):
-        raise ConfigError("image refinement needs exactly one of --mask MASK (inpaint) or --strength S (img2img)")
     model = load(run, device=device)
     image = model.load_image(input)
+    if not hasattr(model.family, "inpaint"):
+        _refine_latent(model, run, input, image, mask, strength, n, out, seed, settings)
+        return
+    if (mask is None) == (strength is None):
+        raise ConfigError("image refinement needs exactly one of --mask MASK (inpaint) or --strength S (img2img)")
     if mask is not None:
         mask_t = model.load_mask(mask)
         results = model.inpaint(image, mask_t, n=n, seed=seed, **settings)
@@ -216,6 +245,34 @@ def _refine_image(run: Path, input: Path, mask: Optional[Path], strength: Option
     paths = model.codec.save(results, out, params)
     model.codec.grid(torch.cat([*shown, results.cpu()]), out / "comparison.png", params)
     typer.echo(f"wrote {len(paths)} {mode} results to {out} (comparison.png: input first)")
+
+
+def _refine_latent(model, run: Path, input: Path, image, mask: Optional[Path], strength: Optional[float], n: int,
+                   out: Optional[Path], seed: int, settings: dict) -> None:
+    import torch
+
+    from genforge.errors import ConfigError
+
+    if mask is not None:
+        raise ConfigError(f"--mask (inpainting) is a diffusion capability; a {model.run.config.family} run refines "
+                          "by inverting --input and drawing variations (--strength)")
+    unused = [f"--{k}" for k in ("sampler", "guidance") if settings.get(k) is not None]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} apply to diffusion runs, not {model.run.config.family}")
+    strength = 0.3 if strength is None else strength
+    steps = settings.get("steps") or 300
+    reconstruction, results = model.variations(image, n=n, seed=seed, strength=strength, label=settings.get("label"),
+                                               steps=steps)
+    error = float((reconstruction.cpu() - image).pow(2).mean())
+    out = out or (run / "refined" / f"{input.stem}-variations-seed-{seed}")
+    params = {"family": model.run.config.family, "run": str(run), "mode": "variations", "parent": str(input),
+              "seed": seed, "n": n, "strength": strength, "inversion_steps": steps, "inversion_mse": round(error, 6),
+              **({"label": settings["label"]} if settings.get("label") is not None else {})}
+    paths = model.codec.save(results, out, params)
+    model.codec.save(reconstruction, out / "reconstruction", params)
+    model.codec.grid(torch.cat([image, reconstruction.cpu(), results.cpu()]), out / "comparison.png", params)
+    typer.echo(f"inverted {input} (pixel MSE {error:.4f} in [-1, 1] units); wrote {len(paths)} variations to {out} "
+               "(comparison.png: input, reconstruction, variations)")
 
 
 def _read_text_option(path: Path | None, option: str) -> str:

@@ -59,10 +59,10 @@ class ImageCodec:
         atomic_write_json(out_dir / "settings.json", _plain(params))
         return paths
 
-    def grid(self, x: torch.Tensor, path: str | os.PathLike, params: dict[str, Any]) -> Path:
-        """One near-square grid PNG of all items (training sample grids)."""
+    def grid(self, x: torch.Tensor, path: str | os.PathLike, params: dict[str, Any], columns: int | None = None) -> Path:
+        """One grid PNG of all items, near-square unless ``columns`` is given (training sample grids, strips)."""
         path = Path(path)
-        atomic_write_bytes(path, png_bytes(to_pil(make_grid(to_uint8(x))), params))
+        atomic_write_bytes(path, png_bytes(to_pil(make_grid(to_uint8(x), columns=columns)), params))
         return path
 
     def load(self, path: str | os.PathLike, shape: tuple[int, ...]) -> torch.Tensor:
@@ -168,16 +168,17 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
-def grid_shape(n: int) -> tuple[int, int]:
-    """(rows, cols) of a near-square grid holding n items."""
-    cols = max(1, math.ceil(math.sqrt(n)))
+def grid_shape(n: int, columns: int | None = None) -> tuple[int, int]:
+    """(rows, cols) of a grid holding n items: near-square, or ``columns`` wide."""
+    cols = columns or max(1, math.ceil(math.sqrt(n)))
     return max(1, math.ceil(n / cols)), cols
 
 
-def make_grid(pixels: np.ndarray, padding: int = GRID_PADDING, fill: int = GRID_FILL) -> np.ndarray:
+def make_grid(pixels: np.ndarray, padding: int = GRID_PADDING, fill: int = GRID_FILL,
+              columns: int | None = None) -> np.ndarray:
     """uint8 (n, C, H, W) -> one uint8 (C, rows*(H+p)+p, cols*(W+p)+p) image, row-major."""
     n, c, h, w = pixels.shape
-    rows, cols = grid_shape(n)
+    rows, cols = grid_shape(n, columns)
     out = np.full((c, rows * (h + padding) + padding, cols * (w + padding) + padding), fill, dtype=np.uint8)
     for i in range(n):
         r, k = divmod(i, cols)

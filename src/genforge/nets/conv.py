@@ -216,9 +216,16 @@ def frozen(module: nn.Module) -> Iterator[None]:
 def decay_split(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(weights to decay, parameters exempt): conv/linear weights decay; biases, norm gains and label
     embeddings do not (shrinking them toward zero regularises nothing)."""
-    exempt_ids = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+    exempt_ids = {id(embedding_weight(m)) for m in module.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
     for p in module.parameters():
         if p.requires_grad:
             (no_decay if p.dim() < 2 or id(p) in exempt_ids else decay).append(p)
     return decay, no_decay
+
+
+def embedding_weight(embedding: nn.Embedding) -> nn.Parameter:
+    """The embedding's trained table: under a parametrization (spectral norm), the original parameter."""
+    if nn.utils.parametrize.is_parametrized(embedding, "weight"):
+        return embedding.parametrizations.weight.original
+    return embedding.weight

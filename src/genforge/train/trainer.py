@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class TrainResult:
     items_per_s: float  # mean over the steps this call ran, sample grids and checkpoints excluded
     last_losses: dict[str, float] = field(default_factory=dict)
     bad_steps: int = 0
+    warnings: list[str] = field(default_factory=list)  # training-health warnings, as they were shown
 
 
 class Trainer:
@@ -75,6 +77,7 @@ class Trainer:
         self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self.step = 0
         self.bad_steps_total = 0
+        self.warnings: list[str] = []
         self.items_seen = 0
         self._stop_reason: str | None = None
         self._codec = None
@@ -148,6 +151,16 @@ class Trainer:
             if k != "step" and isinstance(v, (int, float)):
                 self._writer.add_scalar(k, v, record["step"])
         self._writer.flush()
+
+    def _health_warnings(self, record: dict[str, Any]) -> list[str]:
+        """The family's training-health warnings for this record (GAN collapse, say), shown above the
+        progress bar and kept in the record, so metrics.jsonl says when they appeared."""
+        check = getattr(self.family, "health_warnings", None)
+        warnings = list(check(record)) if check is not None else []
+        for message in warnings:
+            tqdm.write(f"warning: step {record['step']}: {message}", file=sys.stderr)
+        self.warnings.extend(warnings)
+        return warnings
 
     def write_sample_grid(self) -> Path:
         from genforge.data.codecs import codec_for
@@ -234,7 +247,9 @@ class Trainer:
                     if not bool(torch.isfinite(norm)):
                         opt.zero_grad(set_to_none=True)
                         return False, logs
-                    logs[f"{name}/grad_norm"] = norm.detach()
+                else:  # logged all the same (no sync here: it is read at the next log)
+                    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                logs[f"{name}/grad_norm"] = norm.detach()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 logs[f"{name}/loss"] = loss.detach()
@@ -312,6 +327,9 @@ class Trainer:
                               "bad_steps": self.bad_steps_total, "elapsed_s": now - start, **last_losses}
                     if self.peak_flops:  # rate is tokens/s: flops_per_token exists for text families only
                         record["mfu"] = mfu(rate, self.flops_per_token, self.peak_flops)
+                    record["warnings"] = self._health_warnings(record)
+                    if not record["warnings"]:
+                        del record["warnings"]
                     self._log(record)
                     shown = {k.replace("/loss", ""): f"{v:.4f}" for k, v in last_losses.items() if k.endswith("/loss")}
                     bar.set_postfix({**shown, unit: f"{rate:,.0f}"}, refresh=False)
@@ -334,4 +352,5 @@ class Trainer:
             self._writer.close()
         seconds = time.perf_counter() - start
         mean_rate = steps_run * items_per_step / step_seconds if step_seconds > 0 else 0.0
-        return TrainResult(self.run, self.step, stopped_by, seconds, mean_rate, last_losses, self.bad_steps_total)
+        return TrainResult(self.run, self.step, stopped_by, seconds, mean_rate, last_losses, self.bad_steps_total,
+                           list(self.warnings))
