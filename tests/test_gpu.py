@@ -45,3 +45,16 @@ def test_diffusion_samplers_guidance_and_refinement_on_cuda(tmp_path):
     assert torch.equal(model.img2img(image, 0.0, seed=0), image)
     nats = model.family.log_likelihood({"x": image}, steps=4)
     assert torch.isfinite(nats).all() and (nats > 0).all()
+
+
+def test_gan_regularisers_resnet_and_latent_tools_on_cuda(tmp_path):
+    overrides = ["train.sample_every=0", "model.backbone=resnet", "model.loss=hinge", "model.spectral_norm=true",
+                 "model.r1_gamma=1", "model.r1_every=4", "model.augment=color,translation,cutout"]
+    result = genforge.train(family="gan", data="mnist", out=tmp_path / "run", steps=20, progress=False,
+                            overrides=overrides, device="cuda")
+    assert result.bad_steps == 0
+    model = genforge.load(tmp_path / "run", device="cuda")
+    images = model.interpolate([1, 2, 3, 4], n=3, truncation=0.8)
+    assert images.shape == (9, 1, 28, 28) and torch.isfinite(images).all()
+    reconstruction, variations = model.variations(images[:1], n=2, steps=20, restarts=1)
+    assert reconstruction.shape == (1, 1, 28, 28) and variations.shape == (2, 1, 28, 28)
