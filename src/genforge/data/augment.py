@@ -12,9 +12,9 @@ differentiable so the generator's gradient flows through it. The transformations
   (scaling each pixel's distance to the image mean by U(0.5, 1.5)) are scalings about a mean, the same
   in any range. Brightness is a shift: U(-0.5, 0.5) here, up to a quarter of the range, which moves a
   mid-grey image halfway to black or white at most.
-- ``"translation"``: per sample, an integer shift of up to 1/8 of the height and of the width (rounded)
-  in each direction, the uncovered border filled with 0 (mid-grey in [-1, 1]). Done by gathering
-  pixels, so every output pixel is an input pixel (or 0) and the gradient is exact.
+- ``"translation"``: per sample, an integer shift of up to 1/8 of the height and of the width (rounded
+  half up) in each direction, the uncovered border filled with 0 (mid-grey in [-1, 1]). Done by
+  gathering pixels, so every output pixel is an input pixel (or 0) and the gradient is exact.
 - ``"cutout"``: per sample, a rectangle of half the height by half the width (a square on square
   images), centred at a uniformly random pixel and clipped at the border, set to 0.
 
@@ -69,6 +69,11 @@ def _uniform(x: torch.Tensor, generator: torch.Generator | None, low: float, hig
     return (low + (high - low) * u).to(x.device, x.dtype)
 
 
+def _share(size: int, ratio: float) -> int:
+    """size * ratio rounded half up (Python's round would take 4 * 1/8 down to 0)."""
+    return int(size * ratio + 0.5)
+
+
 def _randint(x: torch.Tensor, generator: torch.Generator | None, low: int, high: int) -> torch.Tensor:
     """One integer in [low, high] (inclusive) per sample, shaped (B,), on x's device."""
     device = generator.device if generator is not None else x.device
@@ -86,7 +91,7 @@ def color(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Te
 
 def translation(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     b, c, h, w = x.shape
-    max_dy, max_dx = round(h * TRANSLATION_RATIO), round(w * TRANSLATION_RATIO)
+    max_dy, max_dx = _share(h, TRANSLATION_RATIO), _share(w, TRANSLATION_RATIO)
     if max_dy == 0 and max_dx == 0:
         return x
     dy = _randint(x, generator, -max_dy, max_dy)
@@ -100,8 +105,8 @@ def translation(x: torch.Tensor, generator: torch.Generator | None = None) -> to
 
 
 def cutout(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    b, _, h, w = x.shape
-    cut_h, cut_w = max(1, round(h * CUTOUT_RATIO)), max(1, round(w * CUTOUT_RATIO))
+    h, w = x.shape[-2:]
+    cut_h, cut_w = max(1, _share(h, CUTOUT_RATIO)), max(1, _share(w, CUTOUT_RATIO))
     top = _randint(x, generator, 0, h - 1) - cut_h // 2  # centred on a random pixel, may hang over the edge
     left = _randint(x, generator, 0, w - 1) - cut_w // 2
     rows = torch.arange(h, device=x.device)[None, :] - top[:, None]  # (B, H): row offset inside the cut
