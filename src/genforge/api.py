@@ -129,6 +129,24 @@ class Model:
         self.amp_dtype = autocast_dtype(self.device, run.config.train.precision)
 
     @property
+    def writes_images(self) -> bool:
+        """Whether samples are images: image runs, and transformer priors over VQ-VAE codes (``codes:``)."""
+        return self.spec.modality == "image" or getattr(self.tokenizer, "type", None) == "codes"
+
+    def _sample_code_images(self, n: int, seed: int, prompt: str | None, stop: Any, conditions: dict) -> torch.Tensor:
+        """A prior over code grids: one grid of tokens after end-of-text per sample, decoded through the VQ-VAE."""
+        if prompt is not None or stop:
+            raise ConfigError(f"{self.run.path} is a prior over VQ-VAE codes: its samples are images, so --prompt "
+                              "and --stop do not apply")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
+        settings = {k: v for k, v in conditions.items() if v is not None}
+        settings["max_new_tokens"] = self.tokenizer.grid_tokens
+        with autocast(self.device, self.amp_dtype):
+            tokens = self.family.sample(n, generator=self._generator(seed), prompt=[self.tokenizer.eot_id], **settings)
+        return self.codec.decode_images(tokens, prompt_len=1)
+
+    @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.family.parameters())
 
@@ -167,6 +185,8 @@ class Model:
         if self.spec.modality != "text":
             self._no_stop(stop)
             return self.sample_tensors(n, seed, prompt, **conditions)[0]
+        if self.writes_images:
+            return self._sample_code_images(n, seed, prompt, stop, conditions)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
         stops = check_stops(stop)
@@ -394,6 +414,8 @@ class Model:
             self._no_stop(stop)
             items, _ = self.sample_tensors(n, seed, prompt, **conditions)
             return self.codec.save(items, out, params)
+        if self.writes_images:
+            return self.codec.images.save(self._sample_code_images(n, seed, prompt, stop, conditions), out, params)
         if on_piece is not None and n == 1:
             pieces = []
             for piece in self.stream(prompt, seed, stop=stop, **conditions):

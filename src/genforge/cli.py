@@ -127,7 +127,7 @@ def sample(
                   "top_k": top_k, "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty}
     conditions = {k: v for k, v in conditions.items() if v is not None}
     out = out or (run / "generated" / f"seed-{seed}")
-    streaming = model.spec.modality == "text" and n == 1
+    streaming = model.spec.modality == "text" and n == 1 and not model.writes_images
     started = False
 
     def show(piece: str) -> None:
@@ -143,7 +143,7 @@ def sample(
         if not started:
             typer.echo(f"--- {paths[0].name}")
         typer.echo("")
-    elif model.spec.modality == "text":
+    elif not model.writes_images:
         for p in paths:
             typer.echo(f"--- {p.name}")
             typer.echo(p.read_text(encoding="utf-8"))

@@ -63,6 +63,9 @@ def prepare(source: str, cfg: DataConfig | None = None, progress: bool = True) -
         raise ConfigError(
             f"data.tokenizer '{cfg.tokenizer}' (--tokenizer) applies to text sources; '{source}' is {src.modality} data"
         )
+    if src.kind == "codes" and (cfg.fim_rate or cfg.tokenizer != "char"):
+        raise ConfigError(f"'{source}' is a VQ-VAE's code grids: its tokens are the codes, so --tokenizer and "
+                          "--fim-rate do not apply")
     params = preparation_params(src, cfg)
     path = cache.entry_path(src, params)
     entry = cache.open_entry(path)
@@ -117,6 +120,8 @@ def preparation_params(src: Source, cfg: DataConfig) -> dict:
         if image_size is None and src.kind == "folder":
             image_size = DEFAULT_IMAGE_SIZE
         return {"image_size": image_size, "channels": cfg.channels, "val_fraction": float(cfg.val_fraction)}
+    if src.kind == "codes":  # the VQ-VAE's own split and code book decide everything
+        return {"codes": True}
     params = {"val_fraction": float(cfg.val_fraction), "tokenizer": cfg.tokenizer}
     if cfg.tokenizer == "bpe":  # a character vocabulary is whatever the text holds: no size to key on
         params["vocab_size"] = cfg.vocab_size
@@ -124,6 +129,10 @@ def preparation_params(src: Source, cfg: DataConfig) -> dict:
 
 
 def _write(tmp: Path, src: Source, params: dict, progress: bool) -> dict:
+    if src.kind == "codes":
+        from genforge.data.codes import write_codes
+
+        return write_codes(tmp, src, params, progress)
     if src.modality == "image":
         data = src.load_images(params["image_size"], params["channels"], progress)
         return cache.write_images(tmp, src, params, data, params["val_fraction"])
@@ -142,6 +151,10 @@ def _assemble(entry: cache.Entry, src: Source, cfg: DataConfig) -> Prepared:
         val = ImageDataset(a["val_images"], a["val_labels"], names, name=f"the validation split of {src.canonical}")
         spec = DataSpec("image", tuple(m["shape"]), num_classes=m["num_classes"], class_names=list(names))
         return Prepared(spec, train, val, None, m, entry.path)
+    grid = m.get("grid")
+    if grid is not None and cfg.block_size < grid[0] * grid[1] + 1:
+        raise ConfigError(f"data.block_size must be at least {grid[0] * grid[1] + 1} for codes:{src.path} "
+                          f"(one {grid[0]}x{grid[1]} code grid plus the end-of-text token), got {cfg.block_size}")
     fim_ids = None
     if cfg.fim_rate:
         from genforge.data.fim import FimIds

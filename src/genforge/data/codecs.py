@@ -138,6 +138,10 @@ def codec_for(spec: DataSpec, tokenizer=None) -> ImageCodec | TextCodec:
     if spec.modality == "text":
         if tokenizer is None:
             raise DataError("text data needs its tokenizer to be written as files; the run's tokenizer.json is missing")
+        if getattr(tokenizer, "type", None) == "codes":  # a prior over VQ-VAE code grids writes images
+            from genforge.data.codes import CodesCodec
+
+            return CodesCodec(tokenizer)
         return TextCodec(tokenizer)
     raise DataError(f"no codec for {spec.modality!r} data; known: image, text")
 

@@ -32,6 +32,7 @@ BUILTIN_SOURCES = {
 PATH_FORMS = {  # kind -> (modality, how to write it)
     "folder": ("image", "folder:PATH (a folder of images, one sub-folder per class for labels)"),
     "text": ("text", "text:PATH (a text file, or a folder of text files; UTF-8, other bytes kept raw)"),
+    "codes": ("text", "codes:RUN (a trained vqvae run's images as code grids, for a transformer prior)"),
 }
 
 
@@ -61,6 +62,8 @@ class Source:
             return text.text_files(self.path)
         if self.kind == "pycode":
             return text.stdlib_files()
+        if self.kind == "codes":  # the VQ-VAE's weights and config: retrain it and the codes are rebuilt
+            return [self.path / "model.safetensors", self.path / "config.yaml"]
         return None
 
     @property
@@ -94,6 +97,9 @@ def parse_source(source: str) -> Source:
             raise DataError(f"data source '{source}': {path} does not exist")
         if kind == "folder" and not path.is_dir():
             raise DataError(f"data source '{source}': {path} is not a folder; expected a folder of images")
+        if kind == "codes" and not (path / "model.safetensors").is_file():
+            raise DataError(f"data source '{source}': {path} is not a trained run (no model.safetensors); "
+                            "expected a vqvae run made by `genforge train --family vqvae`")
         return Source(kind, PATH_FORMS[kind][0], path)
     hint = ""
     if Path(source).expanduser().exists():

@@ -527,10 +527,14 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         kind = d.get("type") if isinstance(d, dict) else None
+        if kind == "codes":  # a VQ-VAE's code book (genforge.data.codes), not trained on text
+            from genforge.data.codes import CodeTokenizer
+
+            return CodeTokenizer.from_dict(d)
         if kind not in TOKENIZER_TYPES:
             raise ValueError(f"unknown tokenizer type {kind!r}; known: {', '.join(TOKENIZER_TYPES)}")
         return TOKENIZER_TYPES[kind].from_dict(d)
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, DataError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, DataError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"tokenizer file {path} is corrupt ({reason}); rebuild it with `genforge data prepare`") from None
 

@@ -1,0 +1,90 @@
+"""Two-stage generation across families: a VQ-VAE's code grids as a data source (``codes:RUN``), a GPT
+prior trained on them by the transformer family, and sampling that prior into images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from clitools import cli, one_error_line
+from PIL import Image
+from typer.testing import CliRunner
+
+import genforge
+from genforge.cli import app
+from genforge.data import prepare
+from genforge.data.codes import CodeTokenizer
+from genforge.data.tokenizers import load_tokenizer
+from genforge.config import DataConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+runner = CliRunner()
+
+
+def invoke(*args) -> str:
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def vq(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("vq") / "vq"
+    invoke("train", "--family", "vqvae", "--data", "digits", "--out", path, "--steps", "15", "--quiet",
+           "--set", "train.sample_every=0", "--set", "model.width=16", "--set", "model.num_codes=32",
+           "--set", "model.code_dim=8", "--set", "model.downsample=1", "--set", "model.res_blocks=1")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prior(vq, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("prior") / "prior"
+    invoke("train", "--family", "transformer", "--data", f"codes:{vq}", "--out", path, "--steps", "10", "--quiet",
+           "--set", "data.block_size=34", "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2")
+    return path
+
+
+def test_code_streams_hold_each_image_as_end_of_text_then_its_grid(vq):
+    prepared = prepare(f"codes:{vq}", DataConfig(source=f"codes:{vq}", block_size=34), progress=False)
+    tokenizer = prepared.tokenizer
+    assert isinstance(tokenizer, CodeTokenizer) and tokenizer.grid == (4, 4) and tokenizer.vocab_size == 33
+    assert prepared.spec.vocab_size == 33
+    family = genforge.load(vq, device="cpu").family
+    images = prepare("digits", progress=False).train.get(slice(0, 3))["x"]
+    codes = family.encode_codes(images).reshape(3, -1).numpy()
+    stream = np.asarray(prepared.train.tokens[: 3 * 17]).reshape(3, 17)
+    assert (stream[:, 0] == 0).all()
+    assert np.array_equal(stream[:, 1:], codes + 1)
+    assert tokenizer.decode(stream[0]) == " ".join(map(str, codes[0]))
+    assert tokenizer.encode(tokenizer.decode(stream[0])) == (codes[0] + 1).tolist()
+
+
+def test_the_prior_samples_images_through_the_vq_vae(prior, vq, tmp_path):
+    model = genforge.load(prior, device="cpu")
+    assert model.writes_images
+    images = model.sample(3, seed=0)
+    assert images.shape == (3, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
+    assert torch.equal(images, model.sample(3, seed=0))
+    invoke("sample", prior, "-n", "4", "--seed", "1", "--out", tmp_path / "out")
+    files = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert files == ["000000.png", "000001.png", "000002.png", "000003.png", "grid.png"]
+    assert Image.open(tmp_path / "out" / "000000.png").size == (8, 8)
+    assert list((prior / "samples").glob("*.png"))  # the training grids are images too
+    assert load_tokenizer(prior / "tokenizer.json").run == str(vq.resolve())
+
+
+def test_codes_errors_are_one_line(vq, prior, tmp_path):
+    gan = tmp_path / "gan"
+    invoke("train", "--family", "gan", "--data", "digits", "--out", gan, "--steps", "1", "--quiet",
+           "--set", "model.width=8", "--set", "train.sample_every=0")
+    cases = [
+        (["train", "--family", "transformer", "--data", f"codes:{gan}", "--out", tmp_path / "a"], "must be a vqvae run"),
+        (["train", "--family", "transformer", "--data", f"codes:{tmp_path}", "--out", tmp_path / "b"], "not a trained run"),
+        (["train", "--family", "transformer", "--data", f"codes:{vq}", "--out", tmp_path / "c", "--set", "data.block_size=8"],
+         "block_size must be at least 17"),
+        (["sample", prior, "--prompt", "1 2"], "--prompt and --stop do not apply"),
+    ]
+    for args, expected in cases:
+        assert expected in one_error_line(cli(*args)), args
