@@ -319,10 +319,44 @@ class Model:
         zs = blend(z.expand(n, -1), noise, strength)
         return reconstruction, family.decode(zs, None if labels is None else labels.expand(n)).float()
 
+    def interpolate_images(self, a: torch.Tensor | str | Path, b: torch.Tensor | str | Path, n: int = 8,
+                           seed: int = 0, **encode_options: Any) -> torch.Tensor:
+        """``n`` images along the spherical path between the latents of two images (paths or (1, C, H, W)):
+        the first and last are their reconstructions. A class-conditional decoder keeps ``a``'s label."""
+        from genforge.sampling.latent import interpolation
+
+        family = self._latent_family("interpolation between images")
+        za, labels = family.encode(self._one_image(a), generator=self._generator(seed), **encode_options)
+        zb, _ = family.encode(self._one_image(b), generator=self._generator(seed), **encode_options)
+        path = interpolation(torch.cat([za, zb]), n)
+        return family.decode(path, None if labels is None else labels.expand(n)).float()
+
+    def edit_attribute(self, image: torch.Tensor | str | Path, source: Any, target: Any,
+                       strengths: Sequence[float] = (0.0, 0.5, 1.0, 1.5), seed: int = 0, per_label: int = 200,
+                       **encode_options: Any) -> torch.Tensor:
+        """Move an image's latent along an attribute vector: the mean latent of up to ``per_label`` training
+        images labelled ``target`` minus that of images labelled ``source`` (class ids or names), scaled by
+        each of ``strengths``; returns one image per strength (0 is the reconstruction)."""
+        from genforge.data import prepare
+        from genforge.nets.conv import resolve_labels
+
+        family = self._latent_family("attribute editing")
+        if not self.spec.num_classes:
+            raise ConfigError(f"attribute vectors need labelled data; {self.run.config.data.source} has no labels")
+        ids = resolve_labels([source, target], 2, self.spec.num_classes, self.spec.class_names, None, torch.device("cpu"))
+        train = prepare(self.run.config.data.source, self.run.config.data, progress=False).train
+        labels = torch.as_tensor(train.labels)
+        chosen = torch.cat([torch.nonzero(labels == int(i)).flatten()[:per_label] for i in ids])
+        batch = train.get(chosen.numpy())
+        vector = family.attribute_vector(batch["x"].to(self.device), batch["y"].to(self.device), int(ids[0]), int(ids[1]))
+        z, found = family.encode(self._one_image(image), generator=self._generator(seed), **encode_options)
+        steps = torch.tensor([float(s) for s in strengths], device=z.device)[:, None]
+        return family.decode(z + steps * vector, None if found is None else found.expand(len(steps))).float()
+
     def _latent_family(self, what: str):
         self._need_images(what)
         if not (hasattr(self.family, "sample_latents") and hasattr(self.family, "encode")):
-            raise ConfigError(f"{what} needs a family with a latent space to invert (gan); "
+            raise ConfigError(f"{what} needs a family with a latent space (gan, vae); "
                               f"{self.run.path} is a {self.run.config.family} run")
         return self.family
 

@@ -20,7 +20,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="List and prepare data sources (decoded once, cached under GENFORGE_CACHE).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-FAMILY_HELP = "Model family: diffusion, gan, vae or transformer."
+FAMILY_HELP = "Model family: diffusion, gan, vae, vqvae or transformer."
 SOURCE_HELP = "Built-in name (digits, mnist, pycode) or folder:PATH (images) or text:PATH (a text file or folder)."
 
 
@@ -175,6 +175,8 @@ def refine(
     mask: Optional[Path] = typer.Option(None, "--mask", "-m", help="Image runs: inpaint where this image is white; black pixels are kept."),
     strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Image runs: how far results move from the input, 0 (keep it) to 1 (ignore it): diffusion img2img, GAN variations (default 0.3)."),
     n: int = typer.Option(4, "-n", "--num", help="Image runs: how many variations."),
+    towards: Optional[Path] = typer.Option(None, "--towards", help="GAN/VAE: a second image; writes -n images walking from --input to it in latent space."),
+    attribute: Optional[str] = typer.Option(None, "--attribute", help="GAN/VAE: SOURCE:TARGET labels; moves --input along the mean-latent difference, -n steps up to --strength (default 1.5)."),
     prefix_file: Optional[Path] = typer.Option(None, "--prefix-file", help="Text runs: the text before the gap."),
     suffix_file: Optional[Path] = typer.Option(None, "--suffix-file", help="Text runs: the text after the gap."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write (default RUN/refined/...)."),
@@ -203,7 +205,8 @@ def refine(
         raise ConfigError("use either --input (images) or --prefix-file/--suffix-file (text), not both")
     if input is not None:
         _refine_image(run, input, mask, strength, n, out, seed, device,
-                      {"steps": steps, "sampler": sampler, "label": label, "guidance": guidance})
+                      {"steps": steps, "sampler": sampler, "label": label, "guidance": guidance,
+                       "towards": towards, "attribute": attribute})
         return
     from genforge.io import atomic_write_text
 
@@ -229,6 +232,9 @@ def _refine_image(run: Path, input: Path, mask: Optional[Path], strength: Option
     if not hasattr(model.family, "inpaint"):
         _refine_latent(model, run, input, image, mask, strength, n, out, seed, settings)
         return
+    latent_only = [f"--{k}" for k in ("towards", "attribute") if settings.pop(k) is not None]
+    if latent_only:
+        raise ConfigError(f"{', '.join(latent_only)} work in a latent space (gan, vae runs), not in a diffusion run")
     if (mask is None) == (strength is None):
         raise ConfigError("image refinement needs exactly one of --mask MASK (inpaint) or --strength S (img2img)")
     if mask is not None:
@@ -259,8 +265,30 @@ def _refine_latent(model, run: Path, input: Path, image, mask: Optional[Path], s
     unused = [f"--{k}" for k in ("sampler", "guidance") if settings.get(k) is not None]
     if unused:
         raise ConfigError(f"{', '.join(unused)} apply to diffusion runs, not {model.run.config.family}")
-    strength = 0.3 if strength is None else strength
+    if settings["towards"] is not None and settings["attribute"] is not None:
+        raise ConfigError("use one of --towards (interpolate) and --attribute (edit), not both")
     steps = settings.get("steps") or 300
+    family = model.run.config.family
+    if settings["towards"] is not None or settings["attribute"] is not None:
+        if settings["towards"] is not None:
+            mode, results = "interpolate", model.interpolate_images(image, model.load_image(settings["towards"]),
+                                                                   n=max(n, 2), seed=seed, steps=steps)
+            extra = {"towards": str(settings["towards"])}
+        else:
+            source, sep, target = settings["attribute"].partition(":")
+            if not sep or not source or not target:
+                raise ConfigError(f"--attribute takes SOURCE:TARGET labels, e.g. 3:8; got '{settings['attribute']}'")
+            top = 1.5 if strength is None else strength
+            strengths = [top * i / max(n - 1, 1) for i in range(n)]
+            mode, results = "attribute", model.edit_attribute(image, source, target, strengths, seed=seed, steps=steps)
+            extra = {"attribute": settings["attribute"], "strengths": strengths}
+        out = out or (run / "refined" / f"{input.stem}-{mode}-seed-{seed}")
+        params = {"family": family, "run": str(run), "mode": mode, "parent": str(input), "seed": seed, **extra}
+        paths = model.codec.save(results, out, params)
+        model.codec.grid(torch.cat([image, results.cpu()]), out / "comparison.png", params, columns=len(paths) + 1)
+        typer.echo(f"wrote {len(paths)} {mode} images to {out} (comparison.png: input, then the results)")
+        return
+    strength = 0.3 if strength is None else strength
     reconstruction, results = model.variations(image, n=n, seed=seed, strength=strength, label=settings.get("label"),
                                                steps=steps)
     error = float((reconstruction.cpu() - image).pow(2).mean())

@@ -11,6 +11,7 @@ FAMILIES: dict[str, str] = {
     "gan": "genforge.families.gan:GAN",
     "vae": "genforge.families.vae:VAE",
     "transformer": "genforge.families.transformer:Transformer",
+    "vqvae": "genforge.families.vqvae:VQVAE",
 }
 
 
