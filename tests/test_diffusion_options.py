@@ -243,8 +243,8 @@ def test_kl_terms_match_torch_distributions():
 def test_likelihood_estimate_is_unbiased_across_stratifications():
     model = tiny(class_conditional=False, timesteps=20)
     x = torch.rand(64, 1, 8, 8, generator=gen(3)).mul(255).round().div(127.5).sub(1)
-    full = torch.stack([model.log_likelihood({"x": x}, generator=gen(s), steps=19) for s in range(6)])
-    coarse = torch.stack([model.log_likelihood({"x": x}, generator=gen(100 + s), steps=2) for s in range(6)])
+    full = torch.stack([model.log_likelihood({"x": x}, generator=gen(s), samples=19) for s in range(6)])
+    coarse = torch.stack([model.log_likelihood({"x": x}, generator=gen(100 + s), samples=2) for s in range(6)])
     f, c = full.mean(), coarse.mean()
     se = math.sqrt(full.var().item() / full.numel() + coarse.var().item() / coarse.numel())
     assert abs(f - c) < 4 * se + 1e-6, (f.item(), c.item(), se)
@@ -258,7 +258,7 @@ def test_after_training_the_bound_prefers_the_training_images_and_labels_conditi
     y = torch.randint(0, 3, (16,), generator=gen(5))
 
     def nats(images, **batch):
-        return model.log_likelihood({"x": images, **batch}, generator=gen(0), steps=49).mean().item()
+        return model.log_likelihood({"x": images, **batch}, generator=gen(0), samples=49).mean().item()
 
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):

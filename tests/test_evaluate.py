@@ -358,6 +358,9 @@ def test_unreadable_eval_json_is_treated_as_empty(tmp_path, content):
 
 
 # ---- 5: evaluate() on an image run -----------------------------------------------------------------------
+LIKELIHOOD_SAMPLES = 20  # importance samples: the reporting default (1,000) costs minutes on digits
+
+
 def test_evaluate_image_run(vae_run, digits, tmp_path):
     import genforge
     from genforge.api import load
@@ -367,7 +370,9 @@ def test_evaluate_image_run(vae_run, digits, tmp_path):
 
     run = copy_run(vae_run, tmp_path / "vae")
     (run / "eval.json").write_text("{ corrupt")  # an unreadable eval.json is replaced by a good one
-    res = genforge.evaluate(run, n=100, reference=True, progress=False, device="cpu")  # the notebook form
+    res = genforge.evaluate(run, n=100, reference=True, progress=False, device="cpu",  # the notebook form
+                            likelihood_samples=LIKELIHOOD_SAMPLES)
+    assert res["likelihood_samples"] == LIKELIHOOD_SAMPLES
     assert res["n"] == 100 and res["seed"] == 0 and res["modality"] == "image" and res["step"] == 20
     assert res["family"] == "vae" and res["data"] == "digits" and res["name"] == "vae"
     assert res["reference"] == {"data": "digits", "split": "train", "n": len(digits.train), "entry": digits.path.name}
@@ -378,10 +383,10 @@ def test_evaluate_image_run(vae_run, digits, tmp_path):
     assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and 0 <= m["coverage"] <= 1
     assert m["bits_per_dim"] == pytest.approx(m["nll_bound_nats"] / (64 * math.log(2)))
 
-    # the likelihood bound: the mean negative ELBO over the validation split, posterior noise from Generator(seed)
+    # the likelihood bound: the mean IWAE bound over the validation split, posterior noise from Generator(seed)
     model = load(run, device="cpu")
     val = digits.val.get(slice(None))
-    nelbo = model.family.log_likelihood(val, generator=torch.Generator().manual_seed(0))
+    nelbo = model.family.log_likelihood(val, generator=torch.Generator().manual_seed(0), samples=LIKELIHOOD_SAMPLES)
     assert m["nll_bound_nats"] == pytest.approx(float(nelbo.double().mean()), rel=1e-5)
 
     stored = load_results(run)
@@ -394,9 +399,9 @@ def test_evaluate_image_run(vae_run, digits, tmp_path):
     assert floor["metrics"]["fd"] < 0.25 * m["fd"], (floor["metrics"]["fd"], m["fd"])  # 20 steps are far from real
     assert floor["metrics"]["precision"] > m["precision"] and floor["metrics"]["coverage"] > m["coverage"]
 
-    again = evaluate(model, n=100, progress=False, save=False)  # a loaded Model works too
+    again = evaluate(model, n=100, progress=False, save=False, likelihood_samples=LIKELIHOOD_SAMPLES)  # a Model works too
     assert again["metrics"] == res["metrics"]  # same seed: identical scores
-    other_seed = evaluate(run, n=100, seed=1, progress=False, save=False, device="cpu")
+    other_seed = evaluate(run, n=100, seed=1, progress=False, save=False, device="cpu", likelihood_samples=LIKELIHOOD_SAMPLES)
     assert other_seed["metrics"]["fd"] != res["metrics"]["fd"]
     assert list(load_results(run)) == ["classifier/n=100"]  # save=False wrote nothing
 
@@ -412,21 +417,23 @@ def vae_model(vae_run):
 def test_vae_log_likelihood_is_recon_plus_kl(vae_model, digits):
     vae = vae_model
     batch = digits.val.get(slice(0, 40))
-    nelbo = vae.log_likelihood(batch, generator=torch.Generator().manual_seed(3))
+    nelbo = vae.log_likelihood(batch, generator=torch.Generator().manual_seed(3), samples=1)
     assert nelbo.shape == (40,) and torch.isfinite(nelbo).all() and (nelbo >= 0).all()
 
     with torch.no_grad():  # by hand: eval-mode encoder, one posterior draw, Bernoulli decoder, KL to N(m_y, I)
         vae.eval()
-        mu, logvar = vae.encoder(batch["x"]).float().chunk(2, dim=1)
+        seen = vae.data_view(batch["x"])  # new runs binarise: the encoder and the decoder's target see {-1, 1}
+        mu, logvar = vae.encoder(seen).float().chunk(2, dim=1)
         logvar = logvar.clamp(-20, 10)
         eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(3))
         logits = vae.decoder(mu + eps * torch.exp(0.5 * logvar))
-        recon = F.binary_cross_entropy_with_logits(logits, (batch["x"] + 1) / 2, reduction="none").sum((1, 2, 3))
+        target = (seen + 1) / 2
+        recon = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum((1, 2, 3))
         prior = vae.prior_means.weight[batch["y"]]
         kl = 0.5 * (logvar.exp() + (mu - prior) ** 2 - 1 - logvar).sum(1)
     torch.testing.assert_close(nelbo, recon + kl, rtol=1e-5, atol=1e-4)
-    assert not torch.equal(nelbo, vae.log_likelihood(batch, generator=torch.Generator().manual_seed(4)))
-    torch.testing.assert_close(nelbo, vae.log_likelihood(batch, generator=torch.Generator().manual_seed(3)))
+    assert not torch.equal(nelbo, vae.log_likelihood(batch, generator=torch.Generator().manual_seed(4), samples=1))
+    torch.testing.assert_close(nelbo, vae.log_likelihood(batch, generator=torch.Generator().manual_seed(3), samples=1))
 
 
 def test_vae_log_likelihood_matches_training_nelbo_with_the_same_noise(vae_model, digits):
@@ -436,7 +443,7 @@ def test_vae_log_likelihood_matches_training_nelbo_with_the_same_noise(vae_model
         vae.eval()  # BatchNorm on running statistics, as log_likelihood uses it
         torch.manual_seed(11)  # training draws its noise from the global generator
         _, loss, logs = next(vae.training_step(batch))
-    bound = vae.log_likelihood(batch, generator=torch.Generator().manual_seed(11))
+    bound = vae.log_likelihood(batch, generator=torch.Generator().manual_seed(11), samples=1)
     assert float(logs["nelbo"]) == pytest.approx(float(bound.mean()), rel=1e-5)
     assert float(loss) == pytest.approx(float(logs["nelbo"]), rel=1e-6)  # kl_beta = 1: the loss is the bound
 
@@ -577,7 +584,8 @@ def test_cli_eval_prints_table_and_writes_eval_json(vae_run, tmp_path):
     from genforge.cli import app
 
     run = copy_run(vae_run, tmp_path / "vae")
-    out = runner.invoke(app, ["eval", str(run), "--n", "30", "--quiet", "--device", "cpu"], catch_exceptions=False)
+    out = runner.invoke(app, ["eval", str(run), "--n", "30", "--quiet", "--device", "cpu", "--likelihood-samples", "20"],
+                        catch_exceptions=False)
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     assert lines[0].startswith("30 samples vs the train split of digits") and "classifier" in lines[0]
@@ -619,7 +627,8 @@ def test_cli_compare_writes_a_self_contained_report(vae_run, text_runs, tmp_path
     image = copy_run(vae_run, tmp_path / "vae-digits")
     text = copy_run(text_runs["py"], tmp_path / "tiny-gpt")
     report = tmp_path / "report.html"
-    out = runner.invoke(app, ["compare", str(image), str(text), "--n", "30", "--n-text", "8", "--out", str(report),
+    out = runner.invoke(app, ["compare", str(image), str(text), "--n", "30", "--n-text", "8", "--likelihood-samples", "20",
+                              "--out", str(report),
                               "--quiet", "--device", "cpu"], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert f"wrote {report}" in out.output

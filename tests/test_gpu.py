@@ -43,7 +43,7 @@ def test_diffusion_samplers_guidance_and_refinement_on_cuda(tmp_path):
     filled = model.inpaint(image, mask, n=2, seed=0, steps=5)
     assert torch.equal(filled[:, :, mask[0, 0] == 0], image.expand(2, -1, -1, -1)[:, :, mask[0, 0] == 0])
     assert torch.equal(model.img2img(image, 0.0, seed=0), image)
-    nats = model.family.log_likelihood({"x": image}, steps=4)
+    nats = model.family.log_likelihood({"x": image}, samples=4)
     assert torch.isfinite(nats).all() and (nats > 0).all()
 
 

@@ -49,8 +49,10 @@ def train(vae: VAE, batch: dict, steps: int, lr: float = 3e-3) -> list[float]:
 def test_shapes_and_ranges(shape):
     vae = make_vae(shape)
     x = torch.rand(3, *shape) * 2 - 1
-    mu, logvar = vae.encode(x)
-    assert mu.shape == logvar.shape == (3, 8)
+    mu, labels = vae.encode(x)
+    assert mu.shape == (3, 8) and labels is None
+    posterior_mu, logvar = vae.posterior(x)
+    assert posterior_mu.shape == logvar.shape == (3, 8)
     for images in (vae.sample(2, generator=torch.Generator().manual_seed(0)), vae.decode(mu[:2]),
                    vae.reconstruct(x)[:2]):
         assert images.shape == (2, *shape) and images.dtype == torch.float32
@@ -66,7 +68,11 @@ def test_sizes_that_cannot_work_raise(shape):
         make_vae(shape)
 
 
-@pytest.mark.parametrize("config", [{"likelihood": "poisson"}, {"kl_beta": -1.0}, {"latent_dim": 0}])
+@pytest.mark.parametrize("config", [
+    {"likelihood": "poisson"}, {"kl_beta": -1.0}, {"latent_dim": 0}, {"kl_beta": float("nan")},
+    {"gaussian_variance": "per_pixel"}, {"gaussian_sigma": 0.0}, {"gaussian_sigma": float("inf")},
+    {"kl_warmup_steps": -1}, {"free_bits": -0.5}, {"iwae_samples": 0},
+])
 def test_bad_config_raises(config):
     with pytest.raises(ConfigError):
         make_vae(**config)

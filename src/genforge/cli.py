@@ -408,6 +408,7 @@ def eval_run(
     weights: Optional[Path] = typer.Option(None, "--weights", help="--features dinov2: a folder or .safetensors file of DINOv2 weights."),
     seed: int = typer.Option(0, "--seed", help="Seed for the samples and the metric subsets."),
     reference: bool = typer.Option(True, "--reference/--no-reference", help="Also score real held-out data the same way (the floor)."),
+    likelihood_samples: Optional[int] = typer.Option(None, "--likelihood-samples", help="Samples per image for the likelihood bound: VAE importance samples (default 1000), diffusion timesteps (default 32)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -416,7 +417,7 @@ def eval_run(
     from genforge.evaluate.results import describe
 
     result = evaluate(run, n=n, features=features, weights=weights, seed=seed, device=device, progress=not quiet,
-                      reference=reference)
+                      reference=reference, likelihood_samples=likelihood_samples)
     floor = result.get("reference_result")
     typer.echo(describe(result))
     width = max(len(k) for k in result["metrics"])
@@ -443,6 +444,7 @@ def compare(
     features: str = typer.Option("auto", "--features", help=FEATURES_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="--features dinov2: DINOv2 weights."),
     seed: int = typer.Option(0, "--seed", help="Seed for the samples and the metric subsets."),
+    likelihood_samples: Optional[int] = typer.Option(None, "--likelihood-samples", help="Samples per image for the likelihood bound: VAE importance samples (default 1000), diffusion timesteps (default 32)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -450,7 +452,7 @@ def compare(
     from genforge.evaluate import compare as compare_runs
 
     path = compare_runs(runs, out, n=n, n_text=n_text, features=features, weights=weights, seed=seed, device=device,
-                        progress=not quiet, log=typer.echo)
+                        progress=not quiet, log=typer.echo, likelihood_samples=likelihood_samples)
     typer.echo(f"wrote {path}")
 
 

@@ -62,6 +62,7 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
     from genforge.api import load, make_config, train
     from genforge.data import prepare
     from genforge.evaluate.compare import compare
+    from genforge.evaluate.evaluator import QUICK_LIKELIHOOD_SAMPLES
 
     if not minutes > 0:
         raise ConfigError(f"--minutes must be positive, got {minutes}")
@@ -115,7 +116,7 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
                      f"{model.num_parameters / 1e6:.2f} M", losses, shown, n_out))
     log(f"[demo] scoring the runs against real data ({eval_n} images / {eval_n_text} texts each) for the report")
     report = compare([runs_dir / part.family for part in plan], out / "report.html", n=eval_n, n_text=eval_n_text,
-                     progress=progress, title="genforge demo",
+                     progress=progress, title="genforge demo", likelihood_samples=QUICK_LIKELIHOOD_SAMPLES,
                      subtitle="Four families trained briefly on built-in data; scores against real data.")
     scores = [headline_score(runs_dir / part.family) for part in plan]
     elapsed = time.perf_counter() - started

@@ -55,9 +55,10 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
             features: str = "auto",
             weights: str | Path | None = None, seed: int = 0, device: str = "auto", progress: bool = True,
             title: str = "genforge report", subtitle: str | None = None,
-            log: Callable[[str], None] = lambda _: None) -> Path:
+            log: Callable[[str], None] = lambda _: None, likelihood_samples: int | None = None) -> Path:
     """Evaluate what is missing and write the report to ``out``; returns its path. ``n`` samples per
-    image run and ``n_text`` per text run (defaults: ``evaluator.DEFAULT_N``)."""
+    image run and ``n_text`` per text run (defaults: ``evaluator.DEFAULT_N``); ``likelihood_samples``
+    per image for likelihood bounds (default: each family's reporting default)."""
     from genforge.data import prepare
     from genforge.evaluate.evaluator import DEFAULT_N, Evaluator, evaluate
     from genforge.runs import Run
@@ -76,10 +77,11 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
         chosen = n if run.spec.modality == "image" else n_text
         want_n = chosen if chosen is not None else DEFAULT_N[run.spec.modality]
         result = find_result(run.path, extractor_name(run, features), want_n)
-        if result is None or result.get("step") != run.model_step():
+        if (result is None or result.get("step") != run.model_step()
+                or result.get("likelihood_samples", likelihood_samples) != likelihood_samples):
             log(f"evaluating {run.path} ({want_n} samples)")
             result = evaluate(run.path, n=want_n, features=_features_for(run, features), weights=weights, seed=seed,
-                              device=device, progress=progress)
+                              device=device, progress=progress, likelihood_samples=likelihood_samples)
         results.append(result)
 
     tables = []

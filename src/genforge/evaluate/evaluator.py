@@ -24,6 +24,7 @@ from genforge.train.device import autocast
 
 DEFAULT_N = {"image": 5000, "text": 100}
 TRAINING_EVAL_N = {"image": 500, "text": 50}  # --eval-every: cheap enough to run often
+QUICK_LIKELIHOOD_SAMPLES = 32  # likelihood bounds during training and in the demo: a looser, cheaper estimate
 SAMPLE_BATCH = {"image": 250, "text": 100}
 TEXT_SAMPLE_TOKENS = 256
 MAX_VAL_TOKENS = 131_072  # bits per byte are measured on at most this many validation tokens
@@ -35,8 +36,15 @@ class Evaluator:
     features) is built once, so ``--eval-every`` pays only for sampling and scoring."""
 
     def __init__(self, run, prepared, *, features: str = "auto", weights: str | Path | None = None,
-                 n: int | None = None, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True):
+                 n: int | None = None, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
+                 likelihood_samples: int | None = None):
         self.run, self.prepared = run, prepared
+        if likelihood_samples is not None and (isinstance(likelihood_samples, bool) or not isinstance(likelihood_samples, int)
+                                               or likelihood_samples < 1):
+            raise ConfigError(f"likelihood samples must be a positive integer, got {likelihood_samples!r}")
+        # Monte-Carlo samples per image for the likelihood bound (VAE: importance samples; diffusion:
+        # timesteps); None: the family's reporting default (1,000 and 32)
+        self.likelihood_samples = likelihood_samples
         self.modality = prepared.spec.modality
         self.n = DEFAULT_N[self.modality] if n is None else int(n)
         if self.n < 2:
@@ -86,10 +94,13 @@ class Evaluator:
             metrics, sampling = self._image_scores(family, amp_dtype)
         else:
             metrics, sampling, examples = self._text_scores(family, amp_dtype)
-        return new_result(self.run, n=self.n, seed=self.seed, reference=self.reference_info(),
-                          extractor=self.extractor.info() if self.extractor else None,
-                          metrics=metrics, sampling=sampling, seconds=time.perf_counter() - start,
-                          examples=examples[:4])
+        result = new_result(self.run, n=self.n, seed=self.seed, reference=self.reference_info(),
+                            extractor=self.extractor.info() if self.extractor else None,
+                            metrics=metrics, sampling=sampling, seconds=time.perf_counter() - start,
+                            examples=examples[:4])
+        if "nll_bound_nats" in metrics:  # what the bound was estimated with (None: the family's default)
+            result["likelihood_samples"] = self.likelihood_samples
+        return result
 
     def _draw(self, family, amp_dtype, **options) -> tuple[torch.Tensor, float]:
         """``n`` samples in seeded batches (batch i uses seed (seed, i)), and the seconds it took."""
@@ -124,7 +135,8 @@ class Evaluator:
         with torch.no_grad():
             for lo in range(0, len(val), 500):
                 batch = {k: v.to(family.device) for k, v in val.get(slice(lo, lo + 500)).items()}
-                total += float(family.log_likelihood(batch, generator=generator).double().sum())
+                options = {} if self.likelihood_samples is None else {"samples": self.likelihood_samples}
+                total += float(family.log_likelihood(batch, generator=generator, **options).double().sum())
         nats = total / len(val)
         dims = math.prod(self.prepared.spec.shape)
         return {"nll_bound_nats": nats, "bits_per_dim": nats / (dims * math.log(2))}
@@ -236,7 +248,7 @@ def is_code_source(source: str) -> bool:
 
 def evaluate(run: str | Path | Any, *, n: int | None = None, features: str = "auto", weights: str | Path | None = None,
              seed: int = 0, device: str = "auto", progress: bool = True, save: bool = True,
-             reference: bool = False) -> dict:
+             reference: bool = False, likelihood_samples: int | None = None) -> dict:
     """Evaluate a trained run (a path or a ``genforge.load``-ed Model); the result is also written to
     the run's eval.json when ``save``. With ``reference``, the real-data floor is attached as
     ``result["reference_result"]``.
@@ -250,7 +262,7 @@ def evaluate(run: str | Path | Any, *, n: int | None = None, features: str = "au
     model = run if isinstance(run, Model) else load(run, device=device)
     prepared = prepare(model.run.config.data.source, model.run.config.data, progress=progress)
     evaluator = Evaluator(model.run, prepared, features=features, weights=weights, n=n, seed=seed,
-                          device=model.device, progress=progress)
+                          device=model.device, progress=progress, likelihood_samples=likelihood_samples)
     result = evaluator(model.family, model.amp_dtype)
     if reference:
         result["reference_result"] = evaluator.reference_result()

@@ -330,17 +330,17 @@ class Diffusion(Family):
     # ---- likelihood ---------------------------------------------------------------------------
     @torch.no_grad()
     def log_likelihood(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None,
-                       steps: int | None = None) -> torch.Tensor:
+                       samples: int | None = None) -> torch.Tensor:
         """Per-image negative variational bound in nats (B,): an upper bound on -log p(x) of the 8-bit image.
 
         The bound of Ho et al. 2020 for the model's T-step chain with the posterior variance:
         KL to the prior at the last step (exact), plus the sum of T-1 Gaussian KL terms, estimated
-        without bias from ``steps`` stratified timesteps per image, plus the decoder's discretised
+        without bias from ``samples`` stratified timesteps per image (default ``likelihood_steps``), plus the decoder's discretised
         Gaussian likelihood of the 256 pixel levels (exact). Labels "y" in the batch condition a
         class-conditional model (a bound on -log p(x | y)); without them its unconditional half is used.
         """
         x = self._check_images(batch["x"])
-        steps = self.config.likelihood_steps if steps is None else _int(steps, "steps")
+        steps = self.config.likelihood_steps if samples is None else _int(samples, "samples")
         T = self.config.timesteps
         if not 1 <= steps:
             raise ConfigError(f"likelihood steps must be at least 1, got {steps}")

@@ -66,11 +66,17 @@ class SelfAttention(nn.Module):
         self.proj = zero_init(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The 1x1 convolutions run as matmuls over pixel tokens (same weights, same maths): that leaves
+        # q, k and v with contiguous head dims, which the fused SDPA kernels need (otherwise PyTorch
+        # falls back to its unfused math path), and a matmul beats a 1x1 convolution on CPU: this
+        # block's forward and backward run 1.5-3x faster on CPU than in the convolution form.
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2)
-        q, k, v = qkv.unbind(1)  # each (b, heads, h*w, head_dim)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (b, h*w, c); a view for channels-last input
+        qkv = F.linear(tokens, self.qkv.weight.view(3 * c, c), self.qkv.bias)
+        q, k, v = qkv.view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)  # each (b, heads, h*w, head_dim)
+        out = F.linear(out.transpose(1, 2).reshape(b, h * w, c), self.proj.weight.view(c, c), self.proj.bias)
+        return x + out.transpose(1, 2).view(b, c, h, w)  # channels-last strides, NCHW shape
 
 
 class Downsample(nn.Module):
@@ -169,6 +175,11 @@ class UNet(nn.Module):
         if cond is not None:
             emb = emb + cond
         h = self.stem(x)
+        if h.device.type == "cpu":
+            # oneDNN's CPU convolutions run NHWC natively (NCHW costs a reorder each call), and the layout
+            # propagates through the net: 5-20% faster at 16-64 channels, about even at 128-256 (measured
+            # against diffusers in benchmarks/diffusion_speed.py). The output comes back in the input's layout.
+            h = h.contiguous(memory_format=torch.channels_last)
         skips = [h]
         for block in self.down:
             h = block(h, emb)
@@ -176,7 +187,10 @@ class UNet(nn.Module):
         h = self.middle(h, emb)
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h)
+        out = self.out(h)
+        if x.is_contiguous() and not out.is_contiguous():
+            out = out.contiguous()
+        return out
 
 
 def check_unet_config(

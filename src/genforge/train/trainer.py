@@ -185,13 +185,14 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Score the sampling weights now (``genforge eval``'s metrics) and log them as eval/*."""
-        from genforge.evaluate.evaluator import TRAINING_EVAL_N, Evaluator
+        from genforge.evaluate.evaluator import QUICK_LIKELIHOOD_SAMPLES, TRAINING_EVAL_N, Evaluator
         from genforge.families.base import eval_mode
 
         if self._evaluator is None:
             n = self.cfg.eval_n or TRAINING_EVAL_N[self.run.spec.modality]
             self._evaluator = Evaluator(self.run, self.data, features=self.cfg.eval_features, n=n,
-                                        seed=self.cfg.seed, device=self.device, progress=self.progress)
+                                        seed=self.cfg.seed, device=self.device, progress=self.progress,
+                                        likelihood_samples=QUICK_LIKELIHOOD_SAMPLES)
         with eval_mode(self.sampling_model):
             result = self._evaluator(self.sampling_model, self.amp_dtype)
         record = {"step": self.step, **{f"eval/{k}": v for k, v in result["metrics"].items()}}
