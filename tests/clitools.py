@@ -21,3 +21,14 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(errors) == 1, proc.stderr[-2000:]
     return errors[0]
+
+
+def invoke(*args) -> str:
+    """`genforge ARGS...` in this process (Typer's runner): asserts success, returns the output."""
+    from typer.testing import CliRunner
+
+    from genforge.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output

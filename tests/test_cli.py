@@ -7,20 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import cli
+from clitools import cli, invoke
 from PIL import Image
-from typer.testing import CliRunner
 
-from genforge.cli import app
 from genforge.data.codecs import read_png_params
 
-runner = CliRunner()
-
-
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import cli, one_error_line
+from clitools import cli, invoke, one_error_line
 from PIL import Image
-from typer.testing import CliRunner
 
-from genforge.cli import app
 from genforge.data.codecs import read_png_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-runner = CliRunner()
-
 TINY = ["--set", "model.base_channels=8", "--set", "model.channel_mults=[1,2]", "--set", "model.attention_resolutions=[4]",
         "--set", "model.timesteps=100", "--set", "model.sample_steps=4"]
-
-
-def invoke(*args) -> str:
-    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from clitools import cli, one_error_line
+from clitools import cli, invoke, one_error_line
 from PIL import Image
-from typer.testing import CliRunner
 
 import genforge
-from genforge.cli import app
 from genforge.data.codecs import read_png_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-runner = CliRunner()
-
-
-def invoke(*args) -> str:
-    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")

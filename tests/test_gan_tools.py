@@ -174,3 +174,14 @@ def test_inversion_recovers_a_generated_image():
     assert none.tolist() == [1]
     with pytest.raises(ConfigError, match="expected images shaped"):
         gan.encode(torch.zeros(1, 3, 8, 8))
+
+
+def test_spread_sees_one_image_per_class_as_collapse():
+    from genforge.families.gan import spread
+
+    labels = torch.arange(12) % 3
+    varied = torch.rand(12, 1, 8, 8, generator=gen(0)) * 2 - 1
+    one_per_class = varied[:3][labels]  # every image of a class identical
+    assert spread(one_per_class, None) > 0.3  # the batch as a whole still varies...
+    assert spread(one_per_class, labels) < 1e-6  # ...not within a class
+    assert spread(varied, labels) > 0.3

@@ -65,6 +65,16 @@ class Family(nn.Module, abc.ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def labels_for(self, n: int, label: Any, generator: torch.Generator | None) -> torch.Tensor | None:
+        """(n,) labels for sampling, drawn as ``sample`` draws them (``label`` None: uniformly random from
+        ``generator``); None for a family without classes (``self.num_classes``), which refuses a label."""
+        if getattr(self, "num_classes", None) is None:
+            self.reject_conditions(self.name, {"label": label})
+            return None
+        from genforge.nets.conv import resolve_labels
+
+        return resolve_labels(label, n, self.num_classes, self.spec.class_names, generator, self.device)
+
     @staticmethod
     def reject_conditions(family: str, conditions: dict[str, Any]) -> None:
         unknown = [k for k, v in conditions.items() if v is not None]

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genforge.data.augment import diff_augment, parse_policy
@@ -164,7 +163,7 @@ class GAN(Family):
                 raise ConfigError("this gan is class-conditional but the batch has no labels 'y'")
             labels = batch["y"]
         kind, config = self.config.loss, self.config
-        real_spread = diversity(real).detach()
+        real_spread = spread(real, labels)
         for _ in range(config.d_steps):
             z = torch.randn(real.shape[0], config.latent_dim, device=real.device)
             fake = self.generate(z, labels)
@@ -190,7 +189,7 @@ class GAN(Family):
         # resumed after the trainer stepped D: the last fakes, judged by the updated D
         with frozen(self.discriminator):
             g_loss = generator_loss(kind, self._see(fake, labels))
-        yield "gen", g_loss, {"spread": diversity(fake.detach()).detach()}
+        yield "gen", g_loss, {"spread": spread(fake.detach(), labels)}
 
     def health_warnings(self, record: dict[str, float]) -> list[str]:
         """Warnings from one logged training record, once a symptom has lasted HEALTH_PATIENCE logs:
@@ -222,13 +221,6 @@ class GAN(Family):
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """The (n, latent_dim) latents ``sample`` draws first from the same generator."""
         return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
-
-    def labels_for(self, n: int, label: Any, generator: torch.Generator | None) -> torch.Tensor | None:
-        """(n,) labels for sampling as ``sample`` draws them (None for an unconditional GAN)."""
-        if self.num_classes is None:
-            self.reject_conditions(self.name, {"label": label})
-            return None
-        return resolve_labels(label, n, self.num_classes, self.spec.class_names, generator, self.device)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, label: Any = None,
@@ -286,6 +278,16 @@ class GAN(Family):
                 err = (self.generate(z, labels) - goal).pow(2).flatten(1).mean(1)
         best = err.view(b, k).argmin(dim=1) + torch.arange(b, device=self.device) * k
         return z.detach()[best], (None if labels is None else labels[best])
+
+
+@torch.no_grad()
+def spread(images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """The sample-diversity statistic training health watches: ``diversity`` of the batch, or with labels
+    its mean within each class, so a conditional generator drawing one image per class shows as collapsed."""
+    if labels is None:
+        return diversity(images)
+    groups = [diversity(images[labels == c]) for c in labels.unique() if int((labels == c).sum()) >= 2]
+    return torch.stack(groups).mean() if groups else diversity(images)
 
 
 def check_config(config: GANConfig) -> None:

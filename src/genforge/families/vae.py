@@ -264,14 +264,6 @@ class VAE(Family):
             z = z + self.prior_means(labels).detach().float()
         return z
 
-    def labels_for(self, n: int, label: Any, generator: torch.Generator | None) -> torch.Tensor | None:
-        """(n,) labels as ``resolve_labels`` draws them (None without classes). ``decode`` does not need
-        them: a VAE's class is already in its latent."""
-        if self.num_classes is None:
-            self.reject_conditions(self.name, {"label": label})
-            return None
-        return resolve_labels(label, n, self.num_classes, self.spec.class_names, generator, self.device)
-
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, label: Any = None,
                **conditions: Any) -> torch.Tensor:
