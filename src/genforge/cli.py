@@ -173,7 +173,7 @@ def refine(
     run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="Image runs: the image to refine (resized to the run's shape)."),
     mask: Optional[Path] = typer.Option(None, "--mask", "-m", help="Image runs: inpaint where this image is white; black pixels are kept."),
-    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Image runs: how far results move from the input, 0 (keep it) to 1 (ignore it): diffusion img2img, GAN variations (default 0.3)."),
+    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Image runs: how far results move from the input, 0 (keep it) to 1 (ignore it): diffusion img2img, GAN/VAE variations (default 0.3)."),
     n: int = typer.Option(4, "-n", "--num", help="Image runs: how many variations."),
     towards: Optional[Path] = typer.Option(None, "--towards", help="GAN/VAE: a second image; writes -n images walking from --input to it in latent space."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="GAN/VAE: SOURCE:TARGET labels; moves --input along the mean-latent difference, -n steps up to --strength (default 1.5)."),
@@ -181,7 +181,7 @@ def refine(
     suffix_file: Optional[Path] = typer.Option(None, "--suffix-file", help="Text runs: the text after the gap."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write (default RUN/refined/...)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same settings, same machine: same output."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion: sampling steps of the whole noise ladder; GAN: inversion steps (default 300)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion: sampling steps of the whole noise ladder; GAN: inversion steps (default 300; a VAE encodes in one pass)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Image runs: {SAMPLER_HELP}."),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Class-conditional runs: a class id or name."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help=f"Image runs: {GUIDANCE_HELP}."),
@@ -192,7 +192,8 @@ def refine(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Refine content. Diffusion: inpaint with --input and --mask, or img2img with --input and --strength.
-    GAN: invert --input into the latent space and draw variations around it (--strength).
+    GAN/VAE: encode --input into the latent space and draw variations around it (--strength), walk to
+    another image (--towards) or along an attribute (--attribute).
     Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate)."""
     from genforge.api import load
     from genforge.errors import ConfigError
