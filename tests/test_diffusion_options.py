@@ -79,7 +79,7 @@ def fixed_loss(model: Diffusion, batch: dict) -> float:
         return sum(next(model.training_step(batch))[1].item() for _ in range(16)) / 16
 
 
-@pytest.mark.parametrize("kind", PREDICTIONS)
+@pytest.mark.parametrize("kind", ["v", "x0"])  # eps: test_diffusion.py's overfit test; its weights: exact above
 def test_each_prediction_target_with_min_snr_overfits_a_tiny_batch(kind):
     torch.manual_seed(0)
     model = Diffusion(DiffusionConfig(base_channels=8, channel_mults=[1, 2], attention_resolutions=[4], timesteps=100,
