@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import cpu_name
 
 DEFAULT_RUN = Path("demo/runs/diffusion")
 LABELS = {"ddpm": "ddpm (ancestral)", "ddim": "ddim (eta=0)", "euler": "euler", "heun": "heun (EDM)",
@@ -43,14 +44,6 @@ def csv(kind):
     return parse
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def draw(family, n: int, batch: int, seed: int, amp_dtype, **options) -> tuple[torch.Tensor, float]:

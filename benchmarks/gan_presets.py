@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import csv, cpu_name, fmt
 
 # name -> (overrides, what differs from the default). Learning rates and batch are the family's
 # defaults (train.lr 5e-4, batch 32, Adam betas 0.5/0.999) in every preset, so only the objective,
@@ -51,21 +52,8 @@ PRESETS = {
 COLUMNS = ("fd", "kid", "precision", "recall")
 
 
-def csv(text: str) -> list[str]:
-    items = [part.strip() for part in text.split(",") if part.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sampling_rate(run_dir: Path, n: int, repeats: int, seed: int) -> float:
@@ -84,10 +72,6 @@ def sampling_rate(run_dir: Path, n: int, repeats: int, seed: int) -> float:
     return n / max(best, 1e-9)
 
 
-def fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 def render(args, argv: list[str], info: dict, rows: dict, real: dict | None, elapsed: float) -> str:

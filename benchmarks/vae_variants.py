@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import csv, cpu_name, fmt
 
 # name -> (family, overrides, what differs). Learning rate, batch and everything else are the
 # families' defaults; the VAE defaults are the bernoulli decoder on binarised images, 16 latents and
@@ -62,29 +63,10 @@ PRIOR_TEMPERATURES = (1.0, 0.8)  # 1.0: the model's own distribution; 0.8: genfo
 SAMPLE_COLUMNS = ("fd", "kid", "precision", "recall")
 
 
-def csv(text: str) -> list[str]:
-    items = [part.strip() for part in text.split(",") if part.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 def mean_se(values: torch.Tensor) -> tuple[float, float]:
