@@ -33,3 +33,27 @@ def fmt(value, digits: int = 3) -> str:
     if isinstance(value, str):
         return value
     return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def train_for_budget(family: str, data: str, run_dir: Path, overrides: list[str], minutes: float, seed: int,
+                     name: str) -> tuple[object, int, float, object]:
+    """Train ``family`` on ``data`` for ``minutes`` of wall time on the CPU: the step count is planned from a
+    timing of the model's own step (so the cosine schedule ends inside the budget, as ``genforge demo``
+    does), with a hard stop at the budget. Returns (TrainResult, planned steps, CPU seconds used, the
+    prepared data); TrainingDiverged propagates."""
+    import time
+
+    import genforge
+    from genforge.api import make_config
+    from genforge.data import prepare
+    from genforge.demo import seconds_per_step
+
+    config = make_config(family, data, overrides=overrides, device="cpu", seed=seed)
+    prepared = prepare(config.data.source, config.data, progress=False)
+    per_step = seconds_per_step(config, prepared, probes=8)
+    planned = max(20, int(minutes * 60 / per_step))
+    print(f"[{name}] {planned} steps planned ({1000 * per_step:.0f} ms/step)", flush=True)
+    cpu_start = time.process_time()
+    result = genforge.train(family, data, run_dir, steps=planned, overrides=overrides, progress=False,
+                            device="cpu", seed=seed, max_minutes=minutes, sample_every=0, ckpt_every=planned)
+    return result, planned, time.process_time() - cpu_start, prepared

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import csv, cpu_name, fmt
+from common import cpu_name, csv, fmt, train_for_budget
 
 # name -> (overrides, what differs from the default). Learning rates and batch are the family's
 # defaults (train.lr 5e-4, batch 32, Adam betas 0.5/0.999) in every preset, so only the objective,
@@ -163,14 +163,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     import genforge
-    from genforge.api import make_config
-    from genforge.data import prepare
-    from genforge.demo import seconds_per_step
     from genforge.errors import GenforgeError
     from genforge.evaluate.results import describe
     from genforge.io import atomic_write_text
 
-    budget_s = args.minutes * 60
     info = {"describe": f"{args.n} samples, features: {args.features}",
             "machine": (f"{cpu_name()}, {os.cpu_count()} CPUs (shared with other jobs: timings are noisy), torch "
                         f"{torch.__version__} with {torch.get_num_threads()} threads, device cpu, Python "
@@ -186,22 +182,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{run_dir} exists and is not a genforge run; refusing to replace it", file=sys.stderr)
                 return 2
             shutil.rmtree(run_dir)
-        config = make_config("gan", "mnist", overrides=overrides, device="cpu", seed=args.seed)
-        prepared = prepare(config.data.source, config.data, progress=False)
-        per_step = seconds_per_step(config, prepared, probes=8)
-        planned = max(20, int(budget_s / per_step))
-        print(f"[{name}] {planned} steps planned ({1000 * per_step:.0f} ms/step)", flush=True)
-        cpu_start = time.process_time()
         try:
-            result = genforge.train("gan", "mnist", run_dir, steps=planned, overrides=overrides, progress=False,
-                                    device="cpu", seed=args.seed, max_minutes=args.minutes, sample_every=0,
-                                    ckpt_every=planned)
+            result, planned, cpu_s, _ = train_for_budget("gan", "mnist", run_dir, list(overrides), args.minutes, args.seed, name)
         except GenforgeError as err:  # TrainingDiverged: too many non-finite losses in a row
             rows[name] = {"error": str(err).split(";")[0]}
             print(f"[{name}] failed: {err}", flush=True)
             atomic_write_text(args.out, render(args, argv, info, rows, real, time.perf_counter() - start))
             continue
-        cpu_s = time.process_time() - cpu_start
         scored = genforge.evaluate(run_dir, n=args.n, features=args.features, seed=args.seed, device="cpu",
                                    progress=False, reference=real is None)
         if real is None and scored.get("reference_result"):

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import csv, cpu_name, fmt
+from common import cpu_name, csv, fmt, train_for_budget
 
 # name -> (family, overrides, what differs). Learning rate, batch and everything else are the
 # families' defaults; the VAE defaults are the bernoulli decoder on binarised images, 16 latents and
@@ -303,14 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     import genforge
     from genforge.api import make_config
     from genforge.data import prepare
-    from genforge.demo import seconds_per_step
     from genforge.errors import GenforgeError
     from genforge.evaluate.evaluator import Evaluator
     from genforge.io import atomic_write_text
     from genforge.runs import Run
 
     start = time.perf_counter()
-    budget_s = args.minutes * 60
     base = make_config("vae", "mnist", device="cpu", seed=args.seed)
     mnist = prepare(base.data.source, base.data, progress=False)
     val = mnist.val.get(slice(None))
@@ -339,16 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             if not (run_dir / "config.yaml").is_file():
                 raise SystemExit(f"{run_dir} exists and is not a genforge run; refusing to replace it")
             shutil.rmtree(run_dir)
-        config = make_config(family, data, overrides=overrides, device="cpu", seed=args.seed)
-        prepared = prepare(config.data.source, config.data, progress=False)
-        per_step = seconds_per_step(config, prepared, probes=8)
-        planned = max(20, int(budget_s / per_step))
-        print(f"[{name}] {planned} steps planned ({1000 * per_step:.0f} ms/step)", flush=True)
-        cpu_start = time.process_time()
         try:
-            result = genforge.train(family, data, run_dir, steps=planned, overrides=overrides, progress=False,
-                                    device="cpu", seed=args.seed, max_minutes=args.minutes, sample_every=0,
-                                    ckpt_every=planned)
+            result, planned, cpu_s, prepared = train_for_budget(family, data, run_dir, list(overrides), args.minutes, args.seed, name)
         except GenforgeError as err:  # TrainingDiverged: too many non-finite losses in a row
             rows[name] = {"error": str(err).split(";")[0]}
             print(f"[{name}] failed: {err}", flush=True)
@@ -356,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             return None
         losses = {k.split("/", 1)[-1]: v for k, v in result.last_losses.items()
                   if not k.startswith("lr") and not k.endswith(("grad_norm", "/loss"))}
-        return {"step": result.step, "planned": planned, "seconds": result.seconds, "cpu_s": time.process_time() - cpu_start,
+        return {"step": result.step, "planned": planned, "seconds": result.seconds, "cpu_s": cpu_s,
                 "stopped_by": result.stopped_by, "losses": losses, "run_dir": run_dir, "prepared": prepared}
 
     for name in args.variants:
