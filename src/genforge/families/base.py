@@ -75,6 +75,13 @@ class Family(nn.Module, abc.ABC):
 
         return resolve_labels(label, n, self.num_classes, self.spec.class_names, generator, self.device)
 
+    def check_images(self, x: Any) -> torch.Tensor:
+        """``x`` itself when it is a batch of images of this family's shape (B, C, H, W), else a ConfigError."""
+        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.spec.shape):
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ConfigError(f"expected images shaped (B, {', '.join(map(str, self.spec.shape))}), got {got}")
+        return x
+
     @staticmethod
     def reject_conditions(family: str, conditions: dict[str, Any]) -> None:
         unknown = [k for k, v in conditions.items() if v is not None]

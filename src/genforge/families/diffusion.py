@@ -322,10 +322,7 @@ class Diffusion(Family):
         return (mask * x.clamp(-1, 1) + (1 - mask) * image).contiguous()
 
     def _check_images(self, image: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(image) or image.dim() != 4 or tuple(image.shape[1:]) != tuple(self.spec.shape):
-            got = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
-            raise ConfigError(f"expected images shaped (B, {', '.join(map(str, self.spec.shape))}), got {got}")
-        return image.to(self.device, torch.float32)
+        return self.check_images(image).to(self.device, torch.float32)
 
     # ---- likelihood ---------------------------------------------------------------------------
     @torch.no_grad()

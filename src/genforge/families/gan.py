@@ -250,8 +250,7 @@ class GAN(Family):
         latent prior, and keeps the best. A class-conditional GAN without ``label`` also searches over
         classes (each class gets the restarts) and returns the labels it chose; else labels is None.
         """
-        if images.dim() != 4 or tuple(images.shape[1:]) != tuple(self.spec.shape):
-            raise ConfigError(f"expected images shaped (B, {', '.join(map(str, self.spec.shape))}), got {tuple(images.shape)}")
+        self.check_images(images)
         if steps < 1 or restarts < 1:
             raise ConfigError(f"inversion needs steps >= 1 and restarts >= 1, got {steps} and {restarts}")
         target = images.to(self.device, torch.float32)

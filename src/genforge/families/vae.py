@@ -200,7 +200,7 @@ class VAE(Family):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"the number of importance samples must be an integer >= 1, got {k!r}")
         x = batch["x"].to(self.device)
-        self._check_images(x)
+        self.check_images(x)
         labels = self._labels(batch, "this vae is class-conditional: its likelihood bound needs labels 'y'")
         x = self.data_view(x)
         with eval_mode(self):
@@ -233,7 +233,7 @@ class VAE(Family):
 
         Deterministic and amortised: ``label``, ``generator`` and the GAN inversion's options are accepted
         and unused (the encoder and decoder see no labels). ``posterior`` gives the variances too."""
-        self._check_images(images)
+        self.check_images(images)
         with eval_mode(self):
             mu, _ = self.posterior(self.data_view(images.to(self.device)))
         return mu, None
@@ -309,10 +309,6 @@ class VAE(Family):
             raise ConfigError(missing)
         return batch["y"].to(self.device)
 
-    def _check_images(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.spec.shape):
-            expected = ", ".join(map(str, self.spec.shape))
-            raise ConfigError(f"expected images shaped (B, {expected}), got {tuple(x.shape)}")
 
 
 def check_config(config: VAEConfig) -> None:

@@ -199,7 +199,7 @@ class VQVAE(Family):
     @torch.no_grad()
     def encode_codes(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] -> code grids (B, h, w), int64 in [0, num_codes)."""
-        self._check_images(images)
+        self.check_images(images)
         with eval_mode(self):
             return self.quantizer.quantize(self.encode_vectors(images.to(self.device)))
 
@@ -248,7 +248,3 @@ class VQVAE(Family):
         codes = torch.randint(self.num_codes, (n, *self.code_grid), generator=generator, device=self.device)
         return self.decode_codes(codes)
 
-    def _check_images(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.spec.shape):
-            expected = ", ".join(map(str, self.spec.shape))
-            raise ConfigError(f"expected images shaped (B, {expected}), got {tuple(x.shape)}")
