@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 
 
 def cli(*args, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -12,6 +14,27 @@ def cli(*args, env: dict | None = None, timeout: int = 300) -> subprocess.Comple
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "genforge.cli", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+def run_main(*args) -> subprocess.CompletedProcess:
+    """`genforge ARGS...` through the console script's entry point (``genforge.cli.main``) in this process:
+    the same exit code, stdout and stderr a user sees, without a new interpreter's start-up (seconds each).
+    Use it for error-path tables; keep ``cli`` for what needs a real process (signals, locks, kills)."""
+    from genforge.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["genforge", *map(str, args)]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(["genforge", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:

@@ -105,10 +105,20 @@ def test_time_budget_stops_and_checkpoints(tmp_path, toy_registry):
     assert run.model_path.is_file()
 
 
-def test_resume_needs_a_checkpoint(tmp_path, toy_registry):
+def test_resume_without_a_checkpoint_starts_from_step_0_like_a_fresh_run(tmp_path, toy_registry):
+    """A run killed before its first checkpoint has only its config: resuming trains it from step 0 and gives
+    exactly the run an uninterrupted process would have made; records the killed process logged are dropped."""
+    full, data = make_run(tmp_path / "full")
+    fit(full, data)
     run, data = make_run(tmp_path / "r")
-    with pytest.raises(RunError, match="nothing to resume"):
-        fit(run, data, resume=True)
+    run.metrics_path.write_text('{"step": 2, "a/loss": 9.0}\n{"step": 4, "a/lo')  # what a killed process left
+    result = fit(Run.open(run.path), data, resume=True)
+    assert result.step == 12
+    a, b = weights(full), weights(Run.open(run.path))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ours, theirs = Run.open(run.path).read_metrics(), full.read_metrics()
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    assert ours[0]["a/loss"] == theirs[0]["a/loss"] != 9.0
 
 
 def test_truncated_weights_give_a_one_line_error(tmp_path, toy_registry):

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from genforge.config import RunConfig, apply_overrides, check_types
+from genforge.config import TRAIN_RANGES, RunConfig, apply_overrides, check_ranges, check_types
 from genforge.errors import ConfigError, RunError
 from genforge.families import get_family
 from genforge.runs import Run, complete_model_config
@@ -40,25 +40,12 @@ def make_config(
 
 
 def validate_train(config: RunConfig) -> None:
-    t = config.train
-    if t.steps < 1:
-        raise ConfigError(f"train.steps must be at least 1, got {t.steps}")
-    if t.batch_size < 1:
-        raise ConfigError(f"train.batch_size must be at least 1, got {t.batch_size}")
-    if not t.lr > 0:
-        raise ConfigError(f"train.lr must be positive, got {t.lr}")
-    if not 0 <= t.ema_decay < 1:
-        raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
-    if t.max_minutes is not None and not t.max_minutes > 0:
-        raise ConfigError(f"train.max_minutes must be positive, got {t.max_minutes}")
-    if t.eval_every < 0:
-        raise ConfigError(f"train.eval_every (--eval-every) must be 0 (off) or a positive step count, got {t.eval_every}")
-    if t.eval_n is not None and t.eval_n < 2:
-        raise ConfigError(f"train.eval_n must be at least 2 samples, got {t.eval_n}")
+    """Every train.* value within its range (``config.TRAIN_RANGES``), and a known feature extractor."""
+    check_ranges(config.train, TRAIN_RANGES, "train")
     from genforge.evaluate.extractors import EXTRACTORS
 
-    if t.eval_features not in EXTRACTORS:
-        raise ConfigError(f"unknown train.eval_features '{t.eval_features}'; expected one of: {', '.join(EXTRACTORS)}")
+    if config.train.eval_features not in EXTRACTORS:
+        raise ConfigError(f"unknown train.eval_features '{config.train.eval_features}'; expected one of: {', '.join(EXTRACTORS)}")
 
 
 def train(
@@ -71,36 +58,35 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_step=None,
+    log: Callable[[str], None] | None = None,
     **train_options: Any,
 ):
     """Train a family on a data source into the run directory ``out``; returns a ``TrainResult``.
 
     ``genforge.train(family="vae", data="mnist", out="runs/vae", steps=500)``.
-    With ``resume=True`` the run's own config is used; ``steps`` may raise its total.
+    With ``resume=True`` the run's own config is used; ``steps`` may raise its total. A run stopped
+    before its first checkpoint resumes from step 0 (``log`` is told so). One process trains a run at
+    a time: a second one gets a one-line ``RunError`` naming the first.
     """
     from genforge.data import prepare
+    from genforge.io import remove_stale_temps
+    from genforge.runlock import RunLock
+    from genforge.train.memory import out_of_memory
     from genforge.train.trainer import Trainer
 
     if out is None:
         raise ConfigError("an output run directory (--out) is required")
     if resume:
-        run = Run.open(out)
-        if family is not None and family != run.config.family:
-            raise ConfigError(f"{out} is a '{run.config.family}' run; cannot resume it as '{family}'")
-        if steps is not None:
-            run.config.train.steps = steps
-        for key, value in train_options.items():
-            if value is not None:
-                setattr(run.config.train, key, value)
-        validate_train(run.config)
-        prepared = prepare(run.config.data.source, run.config.data, progress=progress)
-        if prepared.spec.to_dict() != run.spec.to_dict():
-            raise RunError(f"the data source '{run.config.data.source}' changed since {out} was created; resume needs the same data")
-        run.save_config()
+        Run.open(out)  # a clear error for a folder that is not a run, before anything is created
+        lock = RunLock(out, "train").acquire()
     else:
         if family is None or data is None:
             raise ConfigError("training needs --family and --data")
         config = make_config(family, data, steps=steps, overrides=overrides, **train_options)
+        if Path(out).exists() and not Path(out).is_dir():
+            raise RunError(f"--out {out} is a file; expected a directory for the run")
+        if (Path(out) / "config.yaml").exists():  # checked again under the lock, in Run.create
+            raise RunError(f"run directory {out} already holds a run; pass --resume to continue it or choose another --out")
         prepared = prepare(config.data.source, config.data, progress=progress)
         family_cls = get_family(family)
         if prepared.spec.modality not in family_cls.modalities:
@@ -108,10 +94,48 @@ def train(
                 f"family '{family}' does not handle {prepared.spec.modality} data ('{data}'); "
                 f"it handles {', '.join(family_cls.modalities)}"
             )
-        run = Run.create(out, config, prepared.spec, prepared.tokenizer)
-    model = run.build_family(seed=run.config.train.seed)
-    trainer = Trainer(run, model, prepared, progress=progress, on_step=on_step)
-    return trainer.fit(resume=resume)
+        check_fits_in_memory(config, prepared.spec)
+        lock = RunLock(out, "train").acquire()
+    try:
+        if resume:
+            run = Run.open(out)
+            if family is not None and family != run.config.family:
+                raise ConfigError(f"{out} is a '{run.config.family}' run; cannot resume it as '{family}'")
+            if steps is not None:
+                run.config.train.steps = steps
+            for key, value in train_options.items():
+                if value is not None:
+                    setattr(run.config.train, key, value)
+            validate_train(run.config)
+            prepared = prepare(run.config.data.source, run.config.data, progress=progress)
+            if prepared.spec.to_dict() != run.spec.to_dict():
+                raise RunError(f"the data source '{run.config.data.source}' changed since {out} was created; resume needs the same data")
+            check_fits_in_memory(run.config, run.spec)
+            remove_stale_temps(run.path)
+            remove_stale_temps(run.samples_dir)
+            if not run.state_path.is_file() and log is not None:
+                log(f"note: {out} has no checkpoint yet (it stopped before its first one); "
+                    f"training starts from step 0 with its saved config")
+        else:
+            run = Run.create(out, config, prepared.spec, prepared.tokenizer)
+        model = run.build_family(seed=run.config.train.seed)
+        trainer = Trainer(run, model, prepared, progress=progress, on_step=on_step)
+        try:
+            return trainer.fit(resume=resume)
+        except (RuntimeError, MemoryError) as e:
+            if not (isinstance(e, MemoryError) or out_of_memory(e)):
+                raise
+            raise ConfigError(f"out of memory at step {trainer.step} on {trainer.device}; choose a smaller --batch-size "
+                              f"or model, then continue with --resume from the last checkpoint") from None
+    finally:
+        lock.release()
+
+
+def check_fits_in_memory(config: RunConfig, spec) -> None:
+    """Refuse, before anything is allocated, a model or batch that cannot fit in the training device's memory."""
+    from genforge.train.memory import check_training_fits
+
+    check_training_fits(config, spec, resolve_device(config.train.device))
 
 
 class Model:
@@ -138,8 +162,6 @@ class Model:
         if prompt is not None or stop:
             raise ConfigError(f"{self.run.path} is a prior over VQ-VAE codes: its samples are images, so --prompt "
                               "and --stop do not apply")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
         settings = {k: v for k, v in conditions.items() if v is not None}
         settings["max_new_tokens"] = self.tokenizer.grid_tokens
         with autocast(self.device, self.amp_dtype):
@@ -157,9 +179,16 @@ class Model:
         """Raw samples (images in [-1, 1], or token ids) and the prompt length in tokens.
 
         Text rows end at their end-of-text token (end-of-text after it); stop strings need ``sample``.
+        At most ``SAMPLE_BATCH`` items are generated at once (see ``sample_batches``).
         """
-        if n < 1:
-            raise ConfigError(f"the number of samples must be at least 1, got {n}")
+        self._check_in_memory(n)
+        parts, prompt_len = [], 0
+        for _, k, batch_seed in sample_batches(n, seed):
+            out, prompt_len = self._sample_tensors(k, batch_seed, prompt, conditions)
+            parts.append(out)
+        return _concat(parts), prompt_len
+
+    def _sample_tensors(self, n: int, seed: int, prompt: str | None, conditions: dict) -> tuple[torch.Tensor, int]:
         conditions = {k: v for k, v in conditions.items() if v is not None}
         prompt_len = 0
         if self.spec.modality == "text":
@@ -181,14 +210,22 @@ class Model:
         Text runs take the decoding controls max_new_tokens, temperature, top_k, top_p, min_p and
         repetition_penalty (see ``genforge.sampling.tokens``). With ``n == 1`` the text is exactly
         ``"".join(self.stream(prompt, seed, ...))`` for the same settings.
+
+        At most ``SAMPLE_BATCH`` items are generated at once; up to that many, the result is the one
+        batch that seed draws (see ``sample_batches``). Everything is returned in memory: for many
+        samples use ``save_samples``, which writes each batch as it finishes.
         """
+        self._check_in_memory(n)
+        parts = [self._sample_batch(k, batch_seed, prompt, stop, conditions) for _, k, batch_seed in sample_batches(n, seed)]
+        return _concat(parts)
+
+    def _sample_batch(self, n: int, seed: int, prompt: str | None, stop: Any, conditions: dict):
+        """``sample`` of at most one batch: a tensor of images, or a list of texts."""
         if self.spec.modality != "text":
             self._no_stop(stop)
-            return self.sample_tensors(n, seed, prompt, **conditions)[0]
+            return self._sample_tensors(n, seed, prompt, conditions)[0]
         if self.writes_images:
             return self._sample_code_images(n, seed, prompt, stop, conditions)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
         stops = check_stops(stop)
         tokens = self._prompt_tokens(prompt)
         prompt_text = self.tokenizer.decode(tokens)
@@ -209,6 +246,25 @@ class Model:
                                      should_stop=should_stop if stops else None, **settings)
         texts = [continuation(row) for row in out.cpu()]
         return [prompt_text + (text[:cut] if (cut := first_stop(text, stops)) >= 0 else text) for text in texts]
+
+    def _check_in_memory(self, n: Any) -> None:
+        """``n`` samples returned together must fit in a share of the machine's memory (images; texts are small)."""
+        from genforge.train.memory import describe_bytes, device_memory
+
+        check_count(n, "the number of samples", MAX_SAMPLES)
+        if self.writes_images:
+            shape = self.codec_image_shape
+            need = n * int(torch.tensor(shape).prod()) * 4
+            capacity = device_memory(torch.device("cpu"))
+            if capacity is not None and need > capacity * IN_MEMORY_SHARE:
+                raise ConfigError(f"{n:,} images of {' x '.join(map(str, shape))} need about {describe_bytes(need)} held "
+                                  f"in memory together, more than this machine can spare; write them to files in "
+                                  f"batches instead (Model.save_samples, genforge sample)")
+
+    @property
+    def codec_image_shape(self) -> tuple[int, ...]:
+        """The (C, H, W) of the images this run writes."""
+        return tuple(self.spec.shape) if self.spec.modality == "image" else tuple(self.codec.vq.spec.shape)
 
     def infill(self, prefix: str, suffix: str, seed: int = 0, *, max_new_tokens: int = 256, **decoding: Any) -> str:
         """Fill in the middle: the text that belongs between ``prefix`` and ``suffix``, for text runs
@@ -255,9 +311,20 @@ class Model:
         self._need_images("loading an input image")
         return self.codec.load(path, self.spec.shape)
 
-    def load_mask(self, path: str | Path) -> torch.Tensor:
-        """A mask image as (1, 1, H, W) of 0/1: white (brighter than mid-grey) marks the pixels to generate."""
+    def load_mask(self, path: str | Path, like: str | Path | None = None) -> torch.Tensor:
+        """A mask image as (1, 1, H, W) of 0/1: white (brighter than mid-grey) marks the pixels to generate.
+
+        The mask file must have the size of the image file ``like`` (the input it goes with) or, without
+        one, of this run's images: a mask of another size is refused, never silently resized."""
+        from genforge.data.codecs import pixel_size
+
         self._need_images("loading a mask")
+        wanted = pixel_size(like) if like is not None else tuple(self.spec.shape[:0:-1])
+        got = pixel_size(path)
+        if got != wanted:
+            of = f"the input {like}" if like is not None else f"this run's images"
+            raise ConfigError(f"the mask {path} is {got[0]}x{got[1]} pixels but {of} {'is' if like else 'are'} "
+                              f"{wanted[0]}x{wanted[1]}; expected a mask of the same size (white: generate, black: keep)")
         return (self.codec.load(path, (1, *self.spec.shape[1:])) > 0).float()
 
     def img2img(self, image: torch.Tensor | str | Path, strength: float, n: int = 1, seed: int = 0,
@@ -271,8 +338,10 @@ class Model:
 
     def inpaint(self, image: torch.Tensor | str | Path, mask: torch.Tensor | str | Path, n: int = 1, seed: int = 0,
                 **settings: Any) -> torch.Tensor:
-        """``n`` completions of ``image`` where ``mask`` is 1 (white in a mask file); other pixels are kept exactly."""
-        mask = self.load_mask(mask) if isinstance(mask, (str, Path)) else mask
+        """``n`` completions of ``image`` where ``mask`` is 1 (white in a mask file); other pixels are kept exactly.
+        A mask file must have the size of the input image file (or of the run's images, for a tensor input)."""
+        if isinstance(mask, (str, Path)):
+            mask = self.load_mask(mask, like=image if isinstance(image, (str, Path)) else None)
         return self._refine_images("inpaint", image, n, seed, mask=mask, **settings)
 
     def interpolate(self, seeds: Sequence[int], n: int = 8, label: Any = None, truncation: float | None = None) -> torch.Tensor:
@@ -286,6 +355,8 @@ class Model:
         seeds = [int(s) for s in seeds]
         if len(seeds) not in (2, 4):
             raise ConfigError(f"interpolate between 2 seeds (a strip) or 4 (a grid), got {len(seeds)}")
+        check_count(n, "the number of images per side" if len(seeds) == 4 else "the number of images",
+                    MAX_GRID_SIDE if len(seeds) == 4 else MAX_REFINE)
         starts, first_labels = [], None
         for seed in seeds:
             generator = self._generator(seed)
@@ -311,8 +382,7 @@ class Model:
         by ``strength`` (0: the reconstruction itself, 1: unrelated samples; ``sampling.latent.blend``)."""
         from genforge.sampling.latent import blend
 
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError(f"the number of variations must be an integer >= 1, got {n!r}")
+        check_count(n, "the number of variations", MAX_REFINE)
         z, labels, reconstruction = self.invert(image, label, seed, steps=steps, restarts=restarts)
         family = self.family
         noise = family.sample_latents(n, self._generator(seed + 1))
@@ -326,6 +396,7 @@ class Model:
         from genforge.sampling.latent import interpolation
 
         family = self._latent_family("interpolation between images")
+        check_count(n, "the number of images", MAX_REFINE)
         za, labels = family.encode(self._one_image(a), generator=self._generator(seed), **encode_options)
         zb, _ = family.encode(self._one_image(b), generator=self._generator(seed), **encode_options)
         path = interpolation(torch.cat([za, zb]), n)
@@ -341,6 +412,7 @@ class Model:
         from genforge.nets.conv import resolve_labels
 
         family = self._latent_family("attribute editing")
+        check_count(len(strengths), "the number of strengths", MAX_REFINE)
         if not self.spec.num_classes:
             raise ConfigError(f"attribute vectors need labelled data; {self.run.config.data.source} has no labels")
         ids = resolve_labels([source, target], 2, self.spec.num_classes, self.spec.class_names, None, torch.device("cpu"))
@@ -371,8 +443,7 @@ class Model:
         method = getattr(self.family, capability, None)
         if method is None:
             raise ConfigError(f"the {self.run.config.family} family has no {capability}; it is a diffusion capability")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
+        check_count(n, "the number of samples", MAX_REFINE)
         image = self._one_image(image)
         settings = {k: v for k, v in settings.items() if v is not None}
         with autocast(self.device, self.amp_dtype):
@@ -436,29 +507,49 @@ class Model:
 
     def save_samples(self, n: int, out: str | Path, seed: int = 0, prompt: str | None = None, *,
                      stop: str | Sequence[str] | None = None, on_piece: Callable[[str], None] | None = None,
-                     **conditions: Any) -> list[Path]:
+                     progress: bool = True, **conditions: Any) -> list[Path]:
         """Write one file per sample into ``out`` (plus grid.png for images and settings.json).
 
+        Samples are generated ``SAMPLE_BATCH`` at a time and each batch is written as it finishes, so
+        memory stays bounded for any ``n`` up to ``MAX_SAMPLES`` (a progress bar shows when there is
+        more than one batch); grid.png shows the first ``GRID_MAX`` images.
         For one text sample, ``on_piece`` (if given) gets the text while it is generated (``stream``).
         """
+        from tqdm.auto import tqdm
+
+        check_count(n, "the number of samples", MAX_SAMPLES)
         params = {"family": self.run.config.family, "run": str(self.run.path), "seed": seed, "n": n,
                   **({"prompt": prompt} if prompt else {}), **({"stop": list(check_stops(stop))} if stop else {}),
                   **{k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in conditions.items()}}
-        if self.spec.modality != "text":
-            self._no_stop(stop)
-            items, _ = self.sample_tensors(n, seed, prompt, **conditions)
-            return self.codec.save(items, out, params)
-        if self.writes_images:
-            return self.codec.images.save(self._sample_code_images(n, seed, prompt, stop, conditions), out, params)
-        if on_piece is not None and n == 1:
+        if on_piece is not None and n == 1 and not self.writes_images:
             pieces = []
             for piece in self.stream(prompt, seed, stop=stop, **conditions):
                 on_piece(piece)
                 pieces.append(piece)
-            texts = ["".join(pieces)]
+            return self.codec.save_texts(["".join(pieces)], out, params)
+        paths: list[Path] = []
+        shown: list[torch.Tensor] = []  # the images grid.png shows
+        batches = sample_batches(n, seed)
+        with tqdm(total=n, desc="sampling", unit="item", disable=not progress or len(batches) < 2) as bar:
+            for start, k, batch_seed in batches:
+                items = self._sample_batch(k, batch_seed, prompt, stop, conditions)
+                if self.writes_images:
+                    paths += self.codec_images.write_items(items, out, params, start)
+                    if start < GRID_MAX:
+                        shown.append(items[:GRID_MAX - start].cpu())
+                else:
+                    paths += self.codec.save_texts(items, out, params, start, settings=False)
+                bar.update(k)
+        if self.writes_images:
+            self.codec_images.finish(torch.cat(shown), out, params)
         else:
-            texts = self.sample(n, seed, prompt, stop=stop, **conditions)
-        return self.codec.save_texts(texts, out, params)
+            self.codec.save_texts([], out, params)  # settings.json, once every sample is written
+        return paths
+
+    @property
+    def codec_images(self):
+        """The image codec this run's samples are written with (a codes prior's decodes through its VQ-VAE)."""
+        return self.codec if self.spec.modality == "image" else self.codec.images
 
     def _prompt_tokens(self, prompt: str | None) -> list[int]:
         """A text run's start: the end-of-text token (a document boundary), then the encoded prompt."""
@@ -469,6 +560,38 @@ class Model:
     def _no_stop(self, stop: Any) -> None:
         if stop:
             raise ConfigError(f"stop strings apply to text runs; {self.run.path} is an image run")
+
+
+SAMPLE_BATCH = 256  # items generated at once: memory stays bounded whatever the number of samples
+MAX_SAMPLES = 999_999  # per call: sample files are numbered 000000 to 999999
+MAX_REFINE = 1024  # results of one refine call, held in memory together
+MAX_GRID_SIDE = 64  # an interpolation grid between 4 seeds is at most this many images on a side
+GRID_MAX = 256  # grid.png shows at most this many images (the first ones)
+IN_MEMORY_SHARE = 0.25  # of the machine's memory that samples returned together may take
+
+
+def sample_batches(n: int, seed: int) -> list[tuple[int, int, int]]:
+    """``(start, size, seed)`` of each batch of ``n`` samples. The first batch uses ``seed`` itself, so
+    up to ``SAMPLE_BATCH`` samples are exactly what one call with that seed draws; later batches use
+    seeds derived from it (and from their index), so every sample is reproducible."""
+    from genforge.train.trainer import step_seed
+
+    return [(start, min(SAMPLE_BATCH, n - start), seed if start == 0 else step_seed(seed, start // SAMPLE_BATCH))
+            for start in range(0, n, SAMPLE_BATCH)]
+
+
+def check_count(n: Any, what: str, limit: int) -> int:
+    """A count a user asked for (samples, variations): an integer from 1 to ``limit``, or a one-line error."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= limit:
+        raise ConfigError(f"{what} must be an integer from 1 to {limit:,}, got {n!r}")
+    return n
+
+
+def _concat(parts: list):
+    """Batches joined: one tensor, or one list of texts."""
+    if isinstance(parts[0], list):
+        return [item for part in parts for item in part]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def load(run: str | Path, device: str = "auto") -> Model:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -77,6 +78,7 @@ def train(
     result = train_run(
         family, data, out, steps=steps, overrides=overrides, resume=resume, progress=not quiet,
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, device=device, seed=seed, eval_every=eval_every,
+        log=_echo_err,
     )
     if result.stopped_by == "interrupted":
         _echo_err(f"interrupted at step {result.step}; checkpoint saved. Continue with: genforge train --out {out} --resume")
@@ -239,7 +241,7 @@ def _refine_image(run: Path, input: Path, mask: Optional[Path], strength: Option
     if (mask is None) == (strength is None):
         raise ConfigError("image refinement needs exactly one of --mask MASK (inpaint) or --strength S (img2img)")
     if mask is not None:
-        mask_t = model.load_mask(mask)
+        mask_t = model.load_mask(mask, like=input)
         results = model.inpaint(image, mask_t, n=n, seed=seed, **settings)
         mode, shown = "inpaint", [image, image * (1 - mask_t)]  # the input, then what the model was shown
     else:
@@ -473,14 +475,39 @@ def demo(
 
 
 def main() -> None:
+    # the click that typer parses with (its own copy in recent typer versions)
+    parser_errors = sys.modules[typer.BadParameter.__module__]
     try:
-        app()
+        code = app(standalone_mode=False)
+    except parser_errors.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `genforge` or `genforge data` alone: the help
+            e.show()
+            sys.exit(e.exit_code)
+        # a mistyped command, option or value: one line, and where to look
+        where = f"{e.ctx.command_path} --help" if e.ctx is not None else "genforge --help"
+        _echo_err(f"error: {e.format_message()} (see {where})")
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        _echo_err("aborted")
+        sys.exit(1)
     except GenforgeError as e:
         _echo_err(f"error: {e}")
         sys.exit(1)
     except KeyboardInterrupt:
         _echo_err("interrupted")
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        # a write the library did not wrap (a third-party writer): still one line naming the path
+        from genforge.io import storage_error
+
+        _echo_err(f"error: {storage_error(e.filename or 'a file', e)}")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 if __name__ == "__main__":

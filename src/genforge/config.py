@@ -40,7 +40,8 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 25
     sample_every: int = 500  # 0 disables sample grids during training
-    ckpt_every: int = 500
+    ckpt_every: int = 500  # 0: only by time (ckpt_minutes), on a stop signal and at the end
+    ckpt_minutes: float = 5.0  # also checkpoint when this long has passed since the last one (0: never by time)
     grid_size: int = 64  # items in each sample grid
     max_minutes: float | None = None
     max_bad_steps: int = 25  # consecutive non-finite losses before stopping
@@ -139,3 +140,67 @@ def check_types(cfg: Any, where: str) -> None:
             ok = True
         if not ok:
             raise ConfigError(f"{where}.{f.name} must be {type(default).__name__}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of one numeric option: ``low``/``high`` bounds (None: unbounded), each inclusive
+    unless ``open_low``/``open_high``; ``hint`` says what the option does, for the error."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    hint: str = ""
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.open_high else value > self.high):
+            return False
+        return value == value  # NaN is in no range
+
+    def describe(self) -> str:
+        def num(v: float) -> str:
+            return str(v) if isinstance(v, int) else f"{v:g}"
+
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.open_low else '['}{num(self.low)}, {num(self.high)}{')' if self.open_high else ']'}"
+        if self.low is not None:
+            if self.open_low:
+                return "positive" if self.low == 0 else f"greater than {num(self.low)}"
+            return f"at least {num(self.low)}"
+        return f"{'below' if self.open_high else 'at most'} {num(self.high)}"
+
+
+TRAIN_RANGES: dict[str, Range] = {
+    "steps": Range(1),
+    "batch_size": Range(1),
+    "lr": Range(0, open_low=True),
+    "weight_decay": Range(0),
+    "warmup_steps": Range(0),
+    "min_lr_ratio": Range(0, 1),
+    "grad_clip": Range(0, hint="0 disables clipping"),
+    "ema_decay": Range(0, 1, open_high=True, hint="0 disables EMA"),
+    "log_every": Range(1),
+    "sample_every": Range(0, hint="0 disables sample grids"),
+    "ckpt_every": Range(0, hint="a step interval, or 0 for checkpoints only by time, on a stop and at the end"),
+    "ckpt_minutes": Range(0, hint="minutes between checkpoints, or 0 for none by time"),
+    "grid_size": Range(1, 1024),
+    "max_minutes": Range(0, open_low=True),
+    "max_bad_steps": Range(0),
+    "eval_every": Range(0, hint="0 (off) or a positive step count; --eval-every"),
+    "eval_n": Range(2, hint="samples per evaluation"),
+}
+
+
+def check_ranges(cfg: Any, ranges: dict[str, Range], where: str) -> None:
+    """A ``ConfigError`` naming the first value of ``cfg`` outside its range (None means "not set": allowed)."""
+    for name, valid in ranges.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid.contains(value):
+            hint = f" ({valid.hint})" if valid.hint else ""
+            raise ConfigError(f"{where}.{name} must be {valid.describe()}{hint}, got {value!r}")
+

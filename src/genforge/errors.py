@@ -19,3 +19,7 @@ class ConfigError(GenforgeError):
 
 class TrainingDiverged(GenforgeError):
     """The loss stayed non-finite for too many consecutive steps."""
+
+
+class StorageError(GenforgeError):
+    """A file or folder cannot be written: a full disk, a read-only mount, no permission, a file in the way."""

@@ -3,9 +3,10 @@ moment leaves either the old file or the new one, never a half-written one."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +14,40 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from genforge.errors import RunError
+from genforge.errors import RunError, StorageError
+
+TEMP_SUFFIX = ".tmp"
+STORAGE_HINTS = {
+    errno.ENOSPC: "; free some space or write somewhere else",
+    errno.EDQUOT: "; free some space or write somewhere else",
+    errno.EROFS: "; the file system is read-only: write somewhere else",
+    errno.EACCES: "; no permission to write there: write somewhere else",
+    errno.EPERM: "; no permission to write there: write somewhere else",
+}
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically. The file gets the permissions any ordinary new file would
+    (0666 less the umask). A full or read-only disk raises ``StorageError`` naming the path, and leaves
+    the old file (if any) untouched and no temporary file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    ensure_dir(path.parent)
+    tmp = None
     try:
+        fd, tmp = _open_temp(path)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError):
+            raise storage_error(path, e) from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -40,6 +57,60 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def _open_temp(path: Path) -> tuple[int, str]:
+    """A new, exclusive temporary file beside ``path``. Opened with mode 0666 so the kernel applies the
+    umask, as for any ordinary file (``tempfile.mkstemp`` would make it 0600 whatever the umask)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
+
+
+def ensure_dir(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Create folder ``path`` (and its parents) if needed; a one-line error when a file is in the way or
+    the disk refuses."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StorageError(f"{what} {path} is an existing file; expected a folder (choose another --out)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StorageError(f"{what} {path} cannot be created: a file is in the way on that path") from None
+    except NotADirectoryError:
+        raise StorageError(f"{what} {path} cannot be created: part of that path is a file, not a folder") from None
+    except OSError as e:
+        raise storage_error(path, e) from None
+    return path
+
+
+def storage_error(path: str | os.PathLike, error: OSError) -> "StorageError":
+    """A one-line StorageError for an OSError met while writing ``path`` (a full disk, a read-only mount...)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    hint = STORAGE_HINTS.get(error.errno, "")
+    code = errno.errorcode.get(error.errno, "") if error.errno else ""
+    return StorageError(f"cannot write {path}: {reason}{f' ({code})' if code else ''}{hint}")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete temporary files an atomic write left in ``folder`` when its process was killed mid-write.
+    Call it only while holding the folder's lock (no other writer can be mid-write). Returns how many."""
+    removed = 0
+    try:
+        candidates = list(Path(folder).glob(f".*{TEMP_SUFFIX}"))
+    except OSError:
+        return 0
+    for tmp in candidates:
+        try:
+            tmp.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -19,7 +19,7 @@ from genforge.config import DataConfig
 from genforge.data import cache
 from genforge.data.cache import cache_dir
 from genforge.data.datasets import ImageDataset, TextDataset
-from genforge.data.images import DEFAULT_IMAGE_SIZE
+from genforge.data.images import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE
 from genforge.data.sources import BUILTIN_SOURCES, Source, parse_source
 from genforge.data.spec import DataSpec
 from genforge.data.tokenizers import (
@@ -93,8 +93,9 @@ def check_config(cfg: DataConfig) -> None:
     def is_int(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
-    if cfg.image_size is not None and not (is_int(cfg.image_size) and cfg.image_size >= 1):
-        raise ConfigError(f"data.image_size must be a positive integer or null, got {cfg.image_size!r}")
+    if cfg.image_size is not None and not (is_int(cfg.image_size) and 1 <= cfg.image_size <= MAX_IMAGE_SIZE):
+        raise ConfigError(f"data.image_size (--image-size) must be an integer from 1 to {MAX_IMAGE_SIZE} pixels or null, "
+                          f"got {cfg.image_size!r}")
     if cfg.channels not in (None, 1, 3) or isinstance(cfg.channels, bool):
         raise ConfigError(f"data.channels must be 1 (grayscale), 3 (RGB) or null (as the files are), got {cfg.channels!r}")
     if not (is_int(cfg.block_size) and cfg.block_size >= 1):

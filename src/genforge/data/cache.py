@@ -36,7 +36,7 @@ from genforge.data.sources import Source
 from genforge.data.text import TextCorpus, write_token_streams
 from genforge.data.tokenizers import Tokenizer, load_tokenizer
 from genforge.errors import DataError
-from genforge.io import atomic_write_json
+from genforge.io import atomic_write_json, ensure_dir, storage_error
 
 FORMAT_VERSION = 3  # bump when the layout changes: old entries then simply stop matching
 
@@ -78,9 +78,12 @@ def entry_path(source: Source, params: dict) -> Path:
 # ---- building ----------------------------------------------------------------------------------
 def build(path: Path, write: Callable[[Path], dict]) -> None:
     """Run ``write(tmp)`` into a fresh temporary folder beside ``path``, add its manifest, rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent, "cache folder (GENFORGE_CACHE)")
     remove_abandoned_builds(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".build-{path.name}-", dir=path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{path.name}-", dir=path.parent))
+    except OSError as e:
+        raise storage_error(path.parent, e) from None
     try:
         (tmp / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         manifest = write(tmp)
@@ -92,8 +95,10 @@ def build(path: Path, write: Callable[[Path], dict]) -> None:
             if not (path / "manifest.json").is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # another process built the same entry first
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):  # a full or read-only disk: one line naming the cache entry
+            raise storage_error(path, e) from None
         raise
 
 

@@ -25,7 +25,7 @@ from genforge.data.datasets import to_float
 from genforge.data.images import read_image, to_array, to_pil
 from genforge.data.spec import DataSpec
 from genforge.errors import DataError
-from genforge.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from genforge.io import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_dir
 
 PNG_KEY = "genforge"
 GRID_PADDING = 2  # pixels between and around grid cells
@@ -48,16 +48,25 @@ class ImageCodec:
 
     def save(self, x: torch.Tensor, out_dir: str | os.PathLike, params: dict[str, Any]) -> list[Path]:
         """Write 000000.png, 000001.png, ..., grid.png and settings.json; returns the per-item paths."""
-        out_dir = Path(out_dir)
-        pixels = to_uint8(x)
+        paths = self.write_items(x, out_dir, params)
+        self.finish(x, out_dir, params)
+        return paths
+
+    def write_items(self, x: torch.Tensor, out_dir: str | os.PathLike, params: dict[str, Any], start: int = 0) -> list[Path]:
+        """One PNG per item, numbered from ``start`` (samples written batch by batch)."""
+        out_dir = ensure_dir(out_dir, "output folder")
         paths = []
-        for i, item in enumerate(pixels):
+        for i, item in enumerate(to_uint8(x), start):
             path = out_dir / f"{i:06d}.png"
             atomic_write_bytes(path, png_bytes(to_pil(item), params))
             paths.append(path)
-        atomic_write_bytes(out_dir / "grid.png", png_bytes(to_pil(make_grid(pixels)), params))
-        atomic_write_json(out_dir / "settings.json", _plain(params))
         return paths
+
+    def finish(self, x: torch.Tensor, out_dir: str | os.PathLike, params: dict[str, Any]) -> None:
+        """grid.png of ``x`` (the first items) and settings.json."""
+        out_dir = ensure_dir(out_dir, "output folder")
+        atomic_write_bytes(out_dir / "grid.png", png_bytes(to_pil(make_grid(to_uint8(x))), params))
+        atomic_write_json(out_dir / "settings.json", _plain(params))
 
     def grid(self, x: torch.Tensor, path: str | os.PathLike, params: dict[str, Any], columns: int | None = None) -> Path:
         """One grid PNG of all items, near-square unless ``columns`` is given (training sample grids, strips)."""
@@ -111,15 +120,18 @@ class TextCodec:
         """Write 000000.txt, 000001.txt, ... and settings.json; returns the per-item paths."""
         return self.save_texts(self.decode_all(tokens, prompt_len), out_dir, params)
 
-    def save_texts(self, texts: list[str], out_dir: str | os.PathLike, params: dict[str, Any]) -> list[Path]:
-        """``save`` for texts already decoded (and cut at stop strings)."""
-        out_dir = Path(out_dir)
+    def save_texts(self, texts: list[str], out_dir: str | os.PathLike, params: dict[str, Any], start: int = 0,
+                   settings: bool = True) -> list[Path]:
+        """``save`` for texts already decoded (and cut at stop strings), numbered from ``start``;
+        ``settings=False`` leaves settings.json for the last batch."""
+        out_dir = ensure_dir(out_dir, "output folder")
         paths = []
-        for i, text in enumerate(texts):
+        for i, text in enumerate(texts, start):
             path = out_dir / f"{i:06d}.txt"
             atomic_write_text(path, text)
             paths.append(path)
-        atomic_write_json(out_dir / "settings.json", _plain(params))
+        if settings:
+            atomic_write_json(out_dir / "settings.json", _plain(params))
         return paths
 
     def grid(self, tokens: torch.Tensor, path: str | os.PathLike, params: dict[str, Any], prompt_len: int = 0) -> Path:
@@ -144,6 +156,18 @@ def codec_for(spec: DataSpec, tokenizer=None) -> ImageCodec | TextCodec:
             return CodesCodec(tokenizer)
         return TextCodec(tokenizer)
     raise DataError(f"no codec for {spec.modality!r} data; known: image, text")
+
+
+def pixel_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header; a one-line error when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except Exception as e:  # Pillow raises many kinds on a bad file
+        raise DataError(f"image {path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                        "expected a file Pillow reads (.png, .jpg, ...)") from None
 
 
 def read_png_params(path: str | os.PathLike) -> dict:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from genforge.errors import DataError
 
 DEFAULT_IMAGE_SIZE = 64
+MAX_IMAGE_SIZE = 1024  # the largest side --image-size accepts: 1024 x 1024 x 3 is 3 MiB per image in the cache
 SPLIT_SEED = 0  # fixed: the same data always splits the same way, whatever the training seed
 # modes with one colour channel: such images become grayscale unless data.channels says otherwise
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}

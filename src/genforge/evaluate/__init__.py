@@ -31,5 +31,12 @@ class _CallablePackage(types.ModuleType):
     def __call__(self, *args, **kwargs):
         return evaluate(*args, **kwargs)
 
+    def __setattr__(self, name: str, value) -> None:
+        # Importing the submodule genforge.evaluate.compare sets the package's attribute `compare` to that
+        # module; the function above must stay what `genforge.evaluate.compare(...)` calls.
+        if name == "compare" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
 
 sys.modules[__name__].__class__ = _CallablePackage

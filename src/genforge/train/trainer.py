@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from genforge.errors import RunError, TrainingDiverged
 from genforge.families.base import Family
-from genforge.io import save_tensors
+from genforge.io import atomic_write_text, save_tensors, storage_error
 from genforge.runs import Run
 from genforge.train.checkpoint import load_state, save_state, unique_state
 from genforge.train.device import autocast, autocast_dtype, configure_backends, resolve_device
@@ -83,6 +83,7 @@ class Trainer:
         self._codec = None
         self._writer = None
         self._last_grid_step = -1
+        self._last_ckpt_time = time.perf_counter()
         self.flops_per_token, self.peak_flops = self._mfu_terms()
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -123,6 +124,7 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        self._last_ckpt_time = time.perf_counter()
         info = {"step": self.step, "bad_steps": self.bad_steps_total, "items_seen": self.items_seen,
                 "ema_updates": self.ema.updates if self.ema else 0}
         save_state(self.run.state_path, self.family, self.ema.shadow if self.ema else None, self.optimizers, info)
@@ -139,18 +141,42 @@ class Trainer:
         if self.ema is not None:
             self.ema.updates = int(info.get("ema_updates", 0))
 
+    def _trim_metrics(self) -> None:
+        """Drop metrics.jsonl records past the step training restarts from (logged by a process that was
+        killed before its next checkpoint), so the file reads as one uninterrupted run."""
+        path = self.run.metrics_path
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= self.step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if len(kept) != len(lines):
+            atomic_write_text(path, "".join(kept))
+
     # ---- logging ------------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.run.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+        try:
+            with open(self.run.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise storage_error(self.run.metrics_path, e) from None
+        try:
+            if self._writer is None:
+                from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run.path / "tb"))
-        for k, v in record.items():
-            if k != "step" and isinstance(v, (int, float)):
-                self._writer.add_scalar(k, v, record["step"])
-        self._writer.flush()
+                self._writer = SummaryWriter(log_dir=str(self.run.path / "tb"))
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self._writer.add_scalar(k, v, record["step"])
+            self._writer.flush()
+        except OSError as e:
+            raise storage_error(self.run.path / "tb", e) from None
 
     def _health_warnings(self, record: dict[str, Any]) -> list[str]:
         """The family's training-health warnings for this record (GAN collapse, say), shown above the
@@ -268,14 +294,18 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.cfg
-        if resume:
+        if resume and self.run.state_path.is_file():  # without one (killed before it), start from step 0
             self.load_checkpoint()
+        if resume:  # the checkpoint loaded: now the run's config may record the new settings (--steps, ...)
+            self.run.save_config()
+            self._trim_metrics()
         if cfg.compile:
             self.compile()
         items_per_step = cfg.batch_size * (self.run.spec.shape[0] if self.run.spec.modality == "text" else 1)
         unit = "tok/s" if self.run.spec.modality == "text" else "img/s"
         previous_handlers = self._install_signal_handlers()
         start = time.perf_counter()
+        self._last_ckpt_time = start
         budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
         consecutive_bad = 0
         last_losses: dict[str, float] = {}
@@ -336,7 +366,8 @@ class Trainer:
                     bar.set_postfix({**shown, unit: f"{rate:,.0f}"}, refresh=False)
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.write_sample_grid()
-                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or (
+                        cfg.ckpt_minutes and time.perf_counter() - self._last_ckpt_time >= cfg.ckpt_minutes * 60):
                     self.save_checkpoint()
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     self.evaluate()
