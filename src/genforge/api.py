@@ -322,7 +322,7 @@ class Model:
         wanted = pixel_size(like) if like is not None else tuple(self.spec.shape[:0:-1])
         got = pixel_size(path)
         if got != wanted:
-            of = f"the input {like}" if like is not None else f"this run's images"
+            of = f"the input {like}" if like is not None else "this run's images"
             raise ConfigError(f"the mask {path} is {got[0]}x{got[1]} pixels but {of} {'is' if like else 'are'} "
                               f"{wanted[0]}x{wanted[1]}; expected a mask of the same size (white: generate, black: keep)")
         return (self.codec.load(path, (1, *self.spec.shape[1:])) > 0).float()
