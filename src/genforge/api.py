@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from genforge.config import TRAIN_RANGES, RunConfig, apply_overrides, check_ranges, check_types
+from genforge.config import TRAIN_RANGES, RunConfig, apply_overrides, check_count, check_ranges, check_types
 from genforge.errors import ConfigError, RunError
 from genforge.families import get_family
 from genforge.runs import Run, complete_model_config
@@ -578,13 +578,6 @@ def sample_batches(n: int, seed: int) -> list[tuple[int, int, int]]:
 
     return [(start, min(SAMPLE_BATCH, n - start), seed if start == 0 else step_seed(seed, start // SAMPLE_BATCH))
             for start in range(0, n, SAMPLE_BATCH)]
-
-
-def check_count(n: Any, what: str, limit: int) -> int:
-    """A count a user asked for (samples, variations): an integer from 1 to ``limit``, or a one-line error."""
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= limit:
-        raise ConfigError(f"{what} must be an integer from 1 to {limit:,}, got {n!r}")
-    return n
 
 
 def _concat(parts: list):

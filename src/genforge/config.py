@@ -190,7 +190,7 @@ TRAIN_RANGES: dict[str, Range] = {
     "max_minutes": Range(0, open_low=True),
     "max_bad_steps": Range(0),
     "eval_every": Range(0, hint="0 (off) or a positive step count; --eval-every"),
-    "eval_n": Range(2, hint="samples per evaluation"),
+    "eval_n": Range(2, 100_000, hint="samples per evaluation"),
 }
 
 
@@ -204,3 +204,10 @@ def check_ranges(cfg: Any, ranges: dict[str, Range], where: str) -> None:
             hint = f" ({valid.hint})" if valid.hint else ""
             raise ConfigError(f"{where}.{name} must be {valid.describe()}{hint}, got {value!r}")
 
+
+def check_count(n: Any, what: str, limit: int, low: int = 1) -> int:
+    """A count a user asked for (samples, variations, evaluation size): an integer from ``low`` to ``limit``,
+    or a one-line error naming both."""
+    if not isinstance(n, int) or isinstance(n, bool) or not low <= n <= limit:
+        raise ConfigError(f"{what} must be an integer from {low} to {limit:,}, got {n!r}")
+    return n

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genforge.config import check_count
 from genforge.errors import ConfigError
 from genforge.evaluate.results import new_result
 from genforge.train.device import autocast
@@ -29,6 +30,8 @@ SAMPLE_BATCH = {"image": 250, "text": 100}
 TEXT_SAMPLE_TOKENS = 256
 MAX_VAL_TOKENS = 131_072  # bits per byte are measured on at most this many validation tokens
 REFERENCE_NAME = "real data (held-out)"
+MAX_EVAL_N = 100_000  # samples scored per evaluation (FID's usual 50,000 fits)
+MAX_LIKELIHOOD_SAMPLES = 100_000  # per image: VAE importance samples or diffusion timesteps
 
 
 class Evaluator:
@@ -39,16 +42,14 @@ class Evaluator:
                  n: int | None = None, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
                  likelihood_samples: int | None = None):
         self.run, self.prepared = run, prepared
-        if likelihood_samples is not None and (isinstance(likelihood_samples, bool) or not isinstance(likelihood_samples, int)
-                                               or likelihood_samples < 1):
-            raise ConfigError(f"likelihood samples must be a positive integer, got {likelihood_samples!r}")
+        if likelihood_samples is not None:
+            check_count(likelihood_samples, "likelihood samples (--likelihood-samples)", MAX_LIKELIHOOD_SAMPLES)
         # Monte-Carlo samples per image for the likelihood bound (VAE: importance samples; diffusion:
         # timesteps); None: the family's reporting default (1,000 and 32)
         self.likelihood_samples = likelihood_samples
         self.modality = prepared.spec.modality
-        self.n = DEFAULT_N[self.modality] if n is None else int(n)
-        if self.n < 2:
-            raise ConfigError(f"evaluation needs at least 2 samples (--n), got {self.n}")
+        self.n = DEFAULT_N[self.modality] if n is None else check_count(n, "the number of samples to score (--n)",
+                                                                          MAX_EVAL_N, low=2)
         self.seed = seed
         self.device = torch.device(device)
         self.extractor = None
