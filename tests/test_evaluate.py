@@ -603,7 +603,7 @@ def test_cli_eval_prints_table_and_writes_eval_json(vae_run, tmp_path):
 def test_cli_eval_bad_inputs_give_one_line_errors(vae_run, text_runs, tmp_path):
     cases = {
         "unknown extractor": (["--features", "bogus"], vae_run, "unknown feature extractor 'bogus'"),
-        "too few samples": (["--n", "1"], vae_run, "at least 2 samples"),
+        "too few samples": (["--n", "1"], vae_run, "from 2 to 100,000"),
         "image extractor on text": (["--features", "classifier"], text_runs["txt"], "text run"),
         "missing run": ([], tmp_path / "no-such-run", "does not exist"),
         "missing dinov2 weights": (["--features", "dinov2", "--weights", tmp_path / "nope"], vae_run, "do not exist"),
