@@ -318,3 +318,27 @@ def test_a_mask_of_the_input_size_is_accepted_even_when_the_run_is_smaller(tmp_p
 
     with pytest.raises(ConfigError, match="16x16 pixels but this run's images are 8x8"):
         genforge.load(run, device="cpu").inpaint(torch.zeros(1, 1, 8, 8), tmp_path / "mask.png", n=1, steps=2)
+
+
+def test_token_samples_from_several_batches_line_up(tmp_path, monkeypatch):
+    """Text batches may end at different lengths; the rows come back padded with end-of-text."""
+    from genforge import api
+
+    text = tmp_path / "t.txt"
+    text.write_text("abc\n" * 200)
+    genforge.train("transformer", f"text:{text}", tmp_path / "gpt", steps=2, progress=False,
+                   overrides=["data.block_size=16", "model.n_layer=1", "model.n_embd=16", "model.n_head=2",
+                              "train.sample_every=0"])
+    model = genforge.load(tmp_path / "gpt", device="cpu")
+    monkeypatch.setattr(api, "SAMPLE_BATCH", 2)
+    lengths = iter([5, 9, 3])
+    real = model.family.sample
+
+    def ragged(n, **kw):
+        return real(n, **{**kw, "max_new_tokens": next(lengths), "stop_at_end": False})
+
+    monkeypatch.setattr(model.family, "sample", ragged)
+    tokens, prompt_len = model.sample_tensors(5, seed=0)
+    assert tokens.shape == (5, prompt_len + 9)
+    assert (tokens[:2, prompt_len + 5:] == model.tokenizer.eot_id).all()
+    assert (tokens[4:, prompt_len + 3:] == model.tokenizer.eot_id).all()

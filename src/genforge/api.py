@@ -186,6 +186,11 @@ class Model:
         for _, k, batch_seed in sample_batches(n, seed):
             out, prompt_len = self._sample_tensors(k, batch_seed, prompt, conditions)
             parts.append(out)
+        width = max(part.shape[-1] for part in parts)
+        if self.spec.modality == "text" and any(part.shape[-1] != width for part in parts):
+            # batches of text that ended early are shorter: pad with end-of-text, as their rows already end
+            parts = [torch.nn.functional.pad(part, (0, width - part.shape[-1]), value=self.tokenizer.eot_id)
+                     for part in parts]
         return _concat(parts), prompt_len
 
     def _sample_tensors(self, n: int, seed: int, prompt: str | None, conditions: dict) -> tuple[torch.Tensor, int]:
