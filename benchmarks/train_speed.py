@@ -32,18 +32,17 @@ def measure(family: str, data: str, device: str, steps: int, compile_: bool, bat
     if compile_:
         trainer.compile()
     for _ in range(5):
-        trainer._train_step(trainer._batch())
+        trainer.step()
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._train_step(trainer._batch())
+        trainer.step()
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    per_item = config.data.block_size if prepared.spec.modality == "text" else 1
-    items = steps * config.train.batch_size * per_item
-    unit = "tok/s" if prepared.spec.modality == "text" else "img/s"
+    items = steps * trainer.items_per_step
+    unit = trainer.rate_unit
     return items / seconds, sum(p.numel() for p in trainer.family.parameters()), unit
 
 

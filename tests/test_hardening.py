@@ -291,10 +291,10 @@ def test_samples_held_in_memory_are_refused_beyond_what_fits(tiny_run, monkeypat
 def test_running_out_of_memory_mid_training_is_one_line(tmp_path, monkeypatch):
     from genforge.train.trainer import Trainer
 
-    def oom(self, batch):
+    def oom(self):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory")
 
-    monkeypatch.setattr(Trainer, "_train_step", oom)
+    monkeypatch.setattr(Trainer, "step", oom)
     line = one_error_line(run_main("train", *TINY_VAE, "--out", tmp_path / "r", "--steps", "3"))
     assert "out of memory at step 0" in line and "--batch-size" in line
 

@@ -173,3 +173,45 @@ def test_ema_averages_tied_weights_once():
     ema.update(model)
     assert torch.allclose(ema.shadow.a.weight, start + 1.0)
     assert ema.shadow.a.weight is ema.shadow.b.weight
+
+
+def test_public_step_equals_fit_and_hooks_see_every_step(tmp_path, toy_registry):
+    """``Trainer.step()`` is one optimisation step, EMA included: calling it 12 times gives exactly the
+    weights ``fit`` reaches in 12 steps; a hook passed in place of the defaults sees each step, in order."""
+    from genforge.train.hooks import Hook
+
+    full, data = make_run(tmp_path / "full")
+    fit(full, data)
+
+    class Record(Hook):
+        def __init__(self):
+            self.calls = []
+
+        def start(self, trainer):
+            self.calls.append("start")
+
+        def after_step(self, trainer, outcome):
+            self.calls.append((trainer.global_step, outcome.ok, sorted(outcome.logs)))
+
+        def end(self, trainer):
+            self.calls.append("end")
+
+        def close(self, trainer):
+            self.calls.append("close")
+
+    run, data = make_run(tmp_path / "manual")
+    torch.manual_seed(run.config.train.seed)
+    trainer = Trainer(run, Toy(ToyConfig(), run.spec), data, progress=False, hooks=[])
+    outcomes = [trainer.step() for _ in range(12)]
+    assert trainer.global_step == 12 and all(o.ok for o in outcomes) and outcomes[0].items == 8
+    trainer.save_checkpoint()
+    a, b = weights(full), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    hook = Record()
+    run, data = make_run(tmp_path / "hooked", steps=3)
+    torch.manual_seed(run.config.train.seed)
+    result = Trainer(run, Toy(ToyConfig(), run.spec), data, progress=False, hooks=[hook]).fit()
+    keys = ["a/grad_norm", "a/loss", "a/noise", "b/grad_norm", "b/loss"]
+    assert hook.calls == ["start", (1, True, keys), (2, True, keys), (3, True, keys), "end", "close"]
+    assert result.step == 3 and not run.model_path.exists()  # no default hooks: no checkpoint was asked for

@@ -125,7 +125,7 @@ def train(
         except (RuntimeError, MemoryError) as e:
             if not (isinstance(e, MemoryError) or out_of_memory(e)):
                 raise
-            raise ConfigError(f"out of memory at step {trainer.step} on {trainer.device}; choose a smaller --batch-size "
+            raise ConfigError(f"out of memory at step {trainer.global_step} on {trainer.device}; choose a smaller --batch-size "
                               f"or model, then continue with --resume from the last checkpoint") from None
     finally:
         lock.release()

@@ -47,12 +47,10 @@ def seconds_per_step(config, prepared, probes: int = 4) -> float:
 
     run = Run(Path("."), config, prepared.spec)  # in memory only: nothing is written
     trainer = Trainer(run, run.build_family(), prepared, progress=False)
-    trainer._train_step(trainer._batch())
+    trainer.step()
     start = time.perf_counter()
     for _ in range(probes):
-        trainer._train_step(trainer._batch())
-        if trainer.ema is not None:
-            trainer.ema.update(trainer.family)
+        trainer.step()
     return (time.perf_counter() - start) / probes
 
 

@@ -1,18 +1,17 @@
 """One Trainer for every family.
 
-The family's ``training_step`` yields ``(optimizer_name, loss, logs)`` phases; between yields the
-trainer runs backward, gradient clipping and the optimizer step. After each full step it updates the
-EMA weights, logs, writes sample grids and checkpoints. Every step's randomness (batch choice, noise,
-dropout) is seeded from ``(seed, step)``, so ``--resume`` continues exactly where a run stopped.
+The family's ``training_step`` yields ``(optimizer_name, loss, logs)`` phases; ``Trainer.step()`` runs
+one optimisation step: the step's seeds and learning rate, a batch, backward, gradient clipping and the
+optimizer step between yields, then the EMA update. ``Trainer.fit()`` repeats it, with the periodic
+work (logs, sample grids, checkpoints, evaluations, stop signals, the time budget) as hooks around it
+(``hooks.py``). Every step's randomness (batch choice, noise, dropout) is seeded from ``(seed, step)``,
+so ``--resume`` continues exactly where a run stopped.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from genforge.runs import Run
 from genforge.train.checkpoint import load_state, save_state, unique_state
 from genforge.train.device import autocast, autocast_dtype, configure_backends, resolve_device
 from genforge.train.ema import EMA
-from genforge.train.flops import mfu, peak_flops
+from genforge.train.flops import peak_flops
+from genforge.train.hooks import Hook, default_hooks
 from genforge.train.schedule import lr_factor
 
 STEP_SEED_MULTIPLIER = 0x9E3779B1  # spreads (seed, step) pairs over the generator's seed space
@@ -36,6 +36,17 @@ STEP_SEED_MULTIPLIER = 0x9E3779B1  # spreads (seed, step) pairs over the generat
 
 def step_seed(seed: int, step: int) -> int:
     return (seed * STEP_SEED_MULTIPLIER + step) % (2**63)
+
+
+@dataclass
+class StepOutcome:
+    """What one ``Trainer.step()`` did."""
+
+    ok: bool  # False: a loss or gradient was NaN/inf and the update was skipped
+    logs: dict[str, torch.Tensor]  # "<optimizer>/loss", "<optimizer>/grad_norm" and the family's own logs
+    lr_factor: float  # the schedule's factor on every learning rate this step
+    seconds: float  # the step's own time (what items/s counts)
+    items: int  # images, or tokens, the step trained on
 
 
 @dataclass
@@ -61,12 +72,14 @@ class Trainer:
         *,
         progress: bool = True,
         on_step: Callable[["Trainer", int], None] | None = None,
+        hooks: list[Hook] | None = None,
     ):
+        """``hooks`` replace the default periodic work (``hooks.default_hooks``); ``on_step(trainer, step)``
+        is called after each step of ``fit`` with the defaults."""
         self.run = run
         self.cfg = run.config.train
         self.data = data
         self.progress = progress
-        self.on_step = on_step
         self._evaluator = None
         self.device = resolve_device(self.cfg.device)
         configure_backends(self.device)
@@ -75,16 +88,28 @@ class Trainer:
         self.ema = EMA(self.family, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
         self.optimizers = self._build_optimizers()
         self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
-        self.step = 0
+        self.global_step = 0  # optimisation steps taken (skipped non-finite ones included), resumed ones too
         self.bad_steps_total = 0
+        self._consecutive_bad = 0
         self.warnings: list[str] = []
+        self.last_losses: dict[str, float] = {}  # at the last logged step
         self.items_seen = 0
-        self._stop_reason: str | None = None
+        self.stop_reason: str | None = None
         self._codec = None
         self._writer = None
-        self._last_grid_step = -1
-        self._last_ckpt_time = time.perf_counter()
+        self.last_grid_step = -1
+        self.last_checkpoint_time = time.perf_counter()
         self.flops_per_token, self.peak_flops = self._mfu_terms()
+        self.hooks = hooks if hooks is not None else default_hooks(self, on_step)
+
+    @property
+    def items_per_step(self) -> int:
+        """Items one step trains on: images, or tokens for token streams."""
+        return self.cfg.batch_size * (self.run.spec.shape[0] if self.run.spec.modality == "text" else 1)
+
+    @property
+    def rate_unit(self) -> str:
+        return "tok/s" if self.run.spec.modality == "text" else "img/s"
 
     # ---- set-up -------------------------------------------------------------------------------
     def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -124,18 +149,18 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        self._last_ckpt_time = time.perf_counter()
-        info = {"step": self.step, "bad_steps": self.bad_steps_total, "items_seen": self.items_seen,
+        self.last_checkpoint_time = time.perf_counter()
+        info = {"step": self.global_step, "bad_steps": self.bad_steps_total, "items_seen": self.items_seen,
                 "ema_updates": self.ema.updates if self.ema else 0}
         save_state(self.run.state_path, self.family, self.ema.shadow if self.ema else None, self.optimizers, info)
-        meta = {"family": self.run.config.family, "step": str(self.step), "format": "genforge-model-1"}
+        meta = {"family": self.run.config.family, "step": str(self.global_step), "format": "genforge-model-1"}
         save_tensors(unique_state(self.sampling_model), self.run.model_path, metadata=meta)
 
     def load_checkpoint(self) -> None:
         if not self.run.state_path.is_file():
             raise RunError(f"nothing to resume in {self.run.path}: trainer_state.safetensors is missing")
         info = load_state(self.run.state_path, self.family, self.ema.shadow if self.ema else None, self.optimizers)
-        self.step = int(info["step"])
+        self.global_step = int(info["step"])
         self.bad_steps_total = int(info.get("bad_steps", 0))
         self.items_seen = int(info.get("items_seen", 0))
         if self.ema is not None:
@@ -154,13 +179,14 @@ class Trainer:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= self.step:
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= self.global_step:
                 kept.append(line if line.endswith("\n") else line + "\n")
         if len(kept) != len(lines):
             atomic_write_text(path, "".join(kept))
 
     # ---- logging ------------------------------------------------------------------------------
-    def _log(self, record: dict[str, Any]) -> None:
+    def log(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to metrics.jsonl and its numbers to TensorBoard."""
         try:
             with open(self.run.metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
@@ -178,7 +204,7 @@ class Trainer:
         except OSError as e:
             raise storage_error(self.run.path / "tb", e) from None
 
-    def _health_warnings(self, record: dict[str, Any]) -> list[str]:
+    def health_warnings(self, record: dict[str, Any]) -> list[str]:
         """The family's training-health warnings for this record (GAN collapse, say), shown above the
         progress bar and kept in the record, so metrics.jsonl says when they appeared."""
         check = getattr(self.family, "health_warnings", None)
@@ -202,10 +228,10 @@ class Trainer:
             items = model.sample(n, generator=generator)
         model.train(was_training)
         suffix = ".png" if self.run.spec.modality == "image" else ".txt"
-        path = self.run.samples_dir / f"step_{self.step:07d}{suffix}"
-        self._last_grid_step = self.step
+        path = self.run.samples_dir / f"step_{self.global_step:07d}{suffix}"
+        self.last_grid_step = self.global_step
         self._codec.grid(items.float() if items.is_floating_point() else items, path,
-                         {"family": self.run.config.family, "run": str(self.run.path), "step": self.step,
+                         {"family": self.run.config.family, "run": str(self.run.path), "step": self.global_step,
                           "seed": self.cfg.seed})
         return path
 
@@ -221,39 +247,25 @@ class Trainer:
                                         likelihood_samples=QUICK_LIKELIHOOD_SAMPLES)
         with eval_mode(self.sampling_model):
             result = self._evaluator(self.sampling_model, self.amp_dtype)
-        record = {"step": self.step, **{f"eval/{k}": v for k, v in result["metrics"].items()}}
-        self._log(record)
+        record = {"step": self.global_step, **{f"eval/{k}": v for k, v in result["metrics"].items()}}
+        self.log(record)
         return result
 
-    # ---- signals ------------------------------------------------------------------------------
+    # ---- stopping -----------------------------------------------------------------------------
     def request_stop(self, reason: str = "interrupted") -> None:
-        self._stop_reason = reason
-
-    def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-
-        def handler(signum, frame):
-            if self._stop_reason is not None:  # a second signal: stop now
-                signal.signal(signum, previous.get(signum, signal.SIG_DFL))
-                raise KeyboardInterrupt
-            self._stop_reason = "interrupted"
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
+        """Stop ``fit`` after the current step (a checkpoint and a grid are still written)."""
+        self.stop_reason = reason
 
     # ---- the loop -----------------------------------------------------------------------------
     def _set_lr(self) -> float:
-        factor = lr_factor(self.step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
+        factor = lr_factor(self.global_step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
         for name, opt in self.optimizers.items():
             for group, base in zip(opt.param_groups, self.base_lrs[name]):
                 group["lr"] = base * factor
         return factor
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[bool, dict[str, torch.Tensor]]:
-        """One step: every phase the family yields. Returns (finite, logs)."""
+    def _run_phases(self, batch: dict[str, torch.Tensor]) -> tuple[bool, dict[str, torch.Tensor]]:
+        """Every phase the family yields for ``batch``: backward, clipping, optimizer step. Returns (finite, logs)."""
         logs: dict[str, torch.Tensor] = {}
         phases = self.family.training_step(batch)
         try:
@@ -287,102 +299,74 @@ class Trainer:
         return True, logs
 
     def _batch(self) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.step))
+        generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.global_step))
         batch = self.data.train.batch(self.cfg.batch_size, generator)
         non_blocking = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
 
+    def step(self) -> StepOutcome:
+        """One optimisation step, EMA included, with this step's seeds, learning rate and batch.
+
+        A step whose loss or gradient is NaN/inf updates nothing and is counted as bad; more than
+        ``train.max_bad_steps`` in a row save a checkpoint of the last good weights and raise
+        ``TrainingDiverged``."""
+        start = time.perf_counter()
+        torch.manual_seed(step_seed(self.cfg.seed, self.global_step) ^ 0x5DEECE66D)
+        factor = self._set_lr()
+        ok, logs = self._run_phases(self._batch())
+        if ok:
+            self._consecutive_bad = 0
+            if self.ema is not None:
+                self.ema.update(self.family)
+        else:
+            self.bad_steps_total += 1
+            self._consecutive_bad += 1
+            if self._consecutive_bad > self.cfg.max_bad_steps:
+                self.save_checkpoint()
+                raise TrainingDiverged(
+                    f"loss was NaN/inf for {self._consecutive_bad} consecutive steps at step {self.global_step}; "
+                    f"lower train.lr (now {self.cfg.lr}) or check the data"
+                )
+        seconds = time.perf_counter() - start
+        self.global_step += 1
+        self.items_seen += self.items_per_step
+        return StepOutcome(ok, logs, factor, seconds, self.items_per_step)
+
     def fit(self, resume: bool = False) -> TrainResult:
-        cfg = self.cfg
+        """Train up to ``train.steps`` (from the checkpoint with ``resume``), running the hooks around each step."""
         if resume and self.run.state_path.is_file():  # without one (killed before it), start from step 0
             self.load_checkpoint()
         if resume:  # the checkpoint loaded: now the run's config may record the new settings (--steps, ...)
             self.run.save_config()
             self._trim_metrics()
-        if cfg.compile:
+        if self.cfg.compile:
             self.compile()
-        items_per_step = cfg.batch_size * (self.run.spec.shape[0] if self.run.spec.modality == "text" else 1)
-        unit = "tok/s" if self.run.spec.modality == "text" else "img/s"
-        previous_handlers = self._install_signal_handlers()
         start = time.perf_counter()
-        self._last_ckpt_time = start
-        budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-        consecutive_bad = 0
-        last_losses: dict[str, float] = {}
         # speeds count training steps only: time spent on sample grids and checkpoints is left out
-        step_seconds, window_seconds, window_items, steps_run = 0.0, 0.0, 0, 0
-        rate = 0.0
+        step_seconds, steps_run = 0.0, 0
         self.family.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=self.run.config.family,
-                   dynamic_ncols=True, leave=True)
         stopped_by = "done"
         try:
-            while self.step < cfg.steps:
-                if self._stop_reason is not None:
-                    stopped_by = self._stop_reason
+            for hook in self.hooks:
+                hook.start(self)
+            while self.global_step < self.cfg.steps:
+                if self.stop_reason is not None:
+                    stopped_by = self.stop_reason
                     break
-                if time.perf_counter() - start > budget_s:
-                    stopped_by = "time budget"
-                    break
-                torch.manual_seed(step_seed(cfg.seed, self.step) ^ 0x5DEECE66D)
-                step_start = time.perf_counter()
-                factor = self._set_lr()
-                ok, logs = self._train_step(self._batch())
-                if not ok:
-                    self.bad_steps_total += 1
-                    consecutive_bad += 1
-                    if consecutive_bad > cfg.max_bad_steps:
-                        self.save_checkpoint()
-                        raise TrainingDiverged(
-                            f"loss was NaN/inf for {consecutive_bad} consecutive steps at step {self.step}; "
-                            f"lower train.lr (now {cfg.lr}) or check the data"
-                        )
-                else:
-                    consecutive_bad = 0
-                    if self.ema is not None:
-                        self.ema.update(self.family)
-                elapsed_step = time.perf_counter() - step_start
-                step_seconds += elapsed_step
-                window_seconds += elapsed_step
+                outcome = self.step()
+                step_seconds += outcome.seconds
                 steps_run += 1
-                self.step += 1
-                self.items_seen += items_per_step
-                window_items += items_per_step
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    now = time.perf_counter()
-                    rate = window_items / max(window_seconds, 1e-9)
-                    window_seconds, window_items = 0.0, 0
-                    last_losses = {k: float(v) for k, v in logs.items()}
-                    record = {"step": self.step, "lr_factor": factor, "items_per_s": rate,
-                              "bad_steps": self.bad_steps_total, "elapsed_s": now - start, **last_losses}
-                    if self.peak_flops:  # rate is tokens/s: flops_per_token exists for text families only
-                        record["mfu"] = mfu(rate, self.flops_per_token, self.peak_flops)
-                    record["warnings"] = self._health_warnings(record)
-                    if not record["warnings"]:
-                        del record["warnings"]
-                    self._log(record)
-                    shown = {k.replace("/loss", ""): f"{v:.4f}" for k, v in last_losses.items() if k.endswith("/loss")}
-                    bar.set_postfix({**shown, unit: f"{rate:,.0f}"}, refresh=False)
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self.write_sample_grid()
-                if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or (
-                        cfg.ckpt_minutes and time.perf_counter() - self._last_ckpt_time >= cfg.ckpt_minutes * 60):
-                    self.save_checkpoint()
-                if cfg.eval_every and self.step % cfg.eval_every == 0:
-                    self.evaluate()
-                if self.on_step is not None:
-                    self.on_step(self, self.step)
+                for hook in self.hooks:
+                    hook.after_step(self, outcome)
+            for hook in self.hooks:
+                hook.end(self)
         finally:
-            bar.close()
-            for sig, h in previous_handlers.items():
-                signal.signal(sig, h)
-        self.save_checkpoint()
-        if self._last_grid_step != self.step:
-            self.write_sample_grid()
-        if self._writer is not None:
-            self._writer.close()
+            for hook in self.hooks:
+                hook.close(self)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         seconds = time.perf_counter() - start
-        mean_rate = steps_run * items_per_step / step_seconds if step_seconds > 0 else 0.0
-        return TrainResult(self.run, self.step, stopped_by, seconds, mean_rate, last_losses, self.bad_steps_total,
-                           list(self.warnings))
+        mean_rate = steps_run * self.items_per_step / step_seconds if step_seconds > 0 else 0.0
+        return TrainResult(self.run, self.global_step, stopped_by, seconds, mean_rate, dict(self.last_losses),
+                           self.bad_steps_total, list(self.warnings))
