@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clitools import cli
+from clitools import cli, run_main
 import torch
 import torch.nn.functional as F
 
@@ -393,7 +393,13 @@ def test_stream_never_shows_half_a_multi_byte_character(monkeypatch):
     family = tiny(block_size=16, vocab_size=tokenizer.vocab_size)
     chain = [0] + tokenizer.encode("aé€b") + [0]  # é is 2 bytes, € is 3; end-of-text after "b"
     monkeypatch.setattr(family.net, "forward", successor_net(family, dict(zip(chain, chain[1:]))))
-    model = object.__new__(Model)  # a Model around a hand-made family and tokenizer, without a run directory
+    from pathlib import Path
+
+    from genforge.config import RunConfig
+    from genforge.runs import Run
+
+    model = object.__new__(Model)  # a Model around a hand-made family and tokenizer, with an in-memory run
+    model.run = Run(Path("hand-made"), RunConfig(family="transformer"), family.spec)
     model.family, model.tokenizer, model.codec = family, tokenizer, TextCodec(tokenizer)
     model.spec, model.device, model.amp_dtype = family.spec, torch.device("cpu"), None
     pieces = list(model.stream(max_new_tokens=20))
@@ -454,7 +460,7 @@ def test_cli_streams_one_text_sample_and_writes_the_file(text_run, tmp_path):
 
 @pytest.mark.parametrize("option", [["--top-p", "0"], ["--stop", ""]])  # the others share the path (API tests)
 def test_cli_bad_decoding_option_is_one_error_line(text_run, tmp_path, option):
-    proc = cli("sample", text_run, "-n", "1", *option, "--device", "cpu", "--out", tmp_path / "x")
+    proc = run_main("sample", text_run, "-n", "1", *option, "--device", "cpu", "--out", tmp_path / "x")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert option[0].lstrip("-").replace("-", "_") in errors[0] or "stop" in errors[0]

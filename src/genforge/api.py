@@ -153,6 +153,60 @@ class Model:
         self.amp_dtype = autocast_dtype(self.device, run.config.train.precision)
 
     @property
+    def capabilities(self) -> dict:
+        """What this run can do: its family's declared capabilities (name -> settings dataclass), less those
+        its data rules out (fill-in-the-middle needs a run trained with --fim-rate; a prior over VQ-VAE
+        codes writes images, so it has no text streaming, continuation or infill)."""
+        table = dict(self.family.capabilities)
+        if self.writes_images and self.spec.modality != "image":
+            for name in ("stream", "continue", "infill"):
+                table.pop(name, None)
+        elif "infill" in table and (not self.run.config.data.fim_rate or self.tokenizer.fim_ids() is None):
+            del table["infill"]
+        return table
+
+    def offers(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def settings(self, capability: str, **values: Any):
+        """The checked settings dataclass of ``capability`` for this run (``families.capabilities``): one
+        line naming what the run offers when it lacks the capability, or naming the bad value."""
+        from genforge.families.capabilities import offered
+
+        table = self.capabilities
+        if capability not in table:
+            raise ConfigError(f"{self.run.path} is a {self.run.config.family} run, which has no {capability}; "
+                              f"it offers: {offered(table)}")
+        return table[capability].make(values, self.run.config.family, capability)
+
+    def describe_capabilities(self) -> dict[str, Any]:
+        """The capability table as JSON (``genforge info RUN --json``): summaries, inputs, every option."""
+        from genforge.families.capabilities import describe_table
+
+        return describe_table(self.capabilities)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``genforge info`` shows, JSON-ready: family, data, parameters, progress, the last training
+        record, the latest evaluation, the full config and the capability table with every option."""
+        from genforge.evaluate.results import latest_result
+
+        training = [rec for rec in self.run.read_metrics() if "items_per_s" in rec]  # eval/* records aside
+        spec = self.spec
+        return {
+            "run": str(self.run.path),
+            "family": self.run.config.family,
+            "data": {"source": self.run.config.data.source, "modality": spec.modality, "shape": list(spec.shape),
+                     "vocab_size": spec.vocab_size, "num_classes": spec.num_classes,
+                     "class_names": list(spec.class_names or [])},
+            "parameters": self.num_parameters,
+            "step": self.run.model_step(),
+            "last_training_record": training[-1] if training else None,
+            "latest_eval": latest_result(self.run.path),
+            "config": self.run.config.to_dict(),
+            "capabilities": self.describe_capabilities(),
+        }
+
+    @property
     def writes_images(self) -> bool:
         """Whether samples are images: image runs, and transformer priors over VQ-VAE codes (``codes:``)."""
         return self.spec.modality == "image" or getattr(self.tokenizer, "type", None) == "codes"
@@ -162,7 +216,7 @@ class Model:
         if prompt is not None or stop:
             raise ConfigError(f"{self.run.path} is a prior over VQ-VAE codes: its samples are images, so --prompt "
                               "and --stop do not apply")
-        settings = {k: v for k, v in conditions.items() if v is not None}
+        settings = self.settings("sample", **conditions).given()
         settings["max_new_tokens"] = self.tokenizer.grid_tokens
         with autocast(self.device, self.amp_dtype):
             tokens = self.family.sample(n, generator=self._generator(seed), prompt=[self.tokenizer.eot_id], **settings)
@@ -194,7 +248,7 @@ class Model:
         return _concat(parts), prompt_len
 
     def _sample_tensors(self, n: int, seed: int, prompt: str | None, conditions: dict) -> tuple[torch.Tensor, int]:
-        conditions = {k: v for k, v in conditions.items() if v is not None}
+        conditions = self.settings("sample", **conditions).given()
         prompt_len = 0
         if self.spec.modality == "text":
             tokens = self._prompt_tokens(prompt)
@@ -231,7 +285,8 @@ class Model:
             return self._sample_tensors(n, seed, prompt, conditions)[0]
         if self.writes_images:
             return self._sample_code_images(n, seed, prompt, stop, conditions)
-        stops = check_stops(stop)
+        settings = self.settings("sample", stop=stop, **conditions).given()
+        stops = check_stops(settings.pop("stop", None))
         tokens = self._prompt_tokens(prompt)
         prompt_text = self.tokenizer.decode(tokens)
         done = [False] * n
@@ -245,7 +300,6 @@ class Model:
                 done[i] = done[i] or first_stop(continuation(ids[i]), stops) >= 0
             return done
 
-        settings = {k: v for k, v in conditions.items() if v is not None}
         with autocast(self.device, self.amp_dtype):
             out = self.family.sample(n, generator=self._generator(seed), prompt=tokens, stop_at_end=True,
                                      should_stop=should_stop if stops else None, **settings)
@@ -282,12 +336,13 @@ class Model:
 
         if self.spec.modality != "text":
             raise ConfigError(f"fill-in-the-middle applies to text runs; {self.run.path} is an image run")
-        fim = self.tokenizer.fim_ids()
-        if fim is None or not self.run.config.data.fim_rate:
+        if "infill" in self.family.capabilities and not self.offers("infill"):
             raise ConfigError(f"{self.run.path} was not trained for fill-in-the-middle; "
                               "train a run with --fim-rate 0.5 (a share of windows in prefix-suffix-middle order)")
+        decoding = self.settings("infill", **decoding).given()
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        fim = self.tokenizer.fim_ids()
         ids = FimIds(*fim, end=self.tokenizer.eot_id)
         before, after = self.tokenizer.encode(prefix), self.tokenizer.encode(suffix)
         block = self.spec.shape[0]
@@ -303,10 +358,9 @@ class Model:
         def should_stop(tokens: torch.Tensor) -> list[bool]:
             return [bool(set(row[len(prompt):].tolist()) & specials) for row in tokens.cpu()]
 
-        settings = {k: v for k, v in decoding.items() if v is not None}
         with autocast(self.device, self.amp_dtype):
             out = self.family.sample(1, generator=self._generator(seed), prompt=prompt, max_new_tokens=max_new_tokens,
-                                     should_stop=should_stop, **settings)
+                                     should_stop=should_stop, **decoding)
         new = out[0, len(prompt):].tolist()
         end = next((i for i, t in enumerate(new) if t in specials), len(new))
         return self.tokenizer.decode(new[:end])
@@ -339,7 +393,7 @@ class Model:
         ``strength`` 0 returns the input, 1 ignores it (the same as ``sample`` with that seed); settings
         are the family's sampling options (steps, sampler, eta, spacing, label, guidance).
         """
-        return self._refine_images("img2img", image, n, seed, strength=strength, **settings)
+        return self._refine_images("img2img", image, n, seed, {}, {"strength": strength, **settings})
 
     def inpaint(self, image: torch.Tensor | str | Path, mask: torch.Tensor | str | Path, n: int = 1, seed: int = 0,
                 **settings: Any) -> torch.Tensor:
@@ -347,7 +401,7 @@ class Model:
         A mask file must have the size of the input image file (or of the run's images, for a tensor input)."""
         if isinstance(mask, (str, Path)):
             mask = self.load_mask(mask, like=image if isinstance(image, (str, Path)) else None)
-        return self._refine_images("inpaint", image, n, seed, mask=mask, **settings)
+        return self._refine_images("inpaint", image, n, seed, {"mask": mask}, settings)
 
     def interpolate(self, seeds: Sequence[int], n: int = 8, label: Any = None, truncation: float | None = None) -> torch.Tensor:
         """Images along a spherical path through the latents of ``seeds``: 2 seeds give a strip of ``n``,
@@ -356,7 +410,8 @@ class Model:
         (``label``, or the first seed's)."""
         from genforge.sampling.latent import interpolation, truncate
 
-        family = self._latent_family("interpolation")
+        family = self._require("interpolate", "interpolation")
+        self.settings("interpolate", label=label, truncation=truncation)
         seeds = [int(s) for s in seeds]
         if len(seeds) not in (2, 4):
             raise ConfigError(f"interpolate between 2 seeds (a strip) or 4 (a grid), got {len(seeds)}")
@@ -376,9 +431,10 @@ class Model:
     def invert(self, image: torch.Tensor | str | Path, label: Any = None, seed: int = 0, *, steps: int = 300,
                restarts: int = 4) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """GAN inversion of one image (a path or (1, C, H, W) in [-1, 1]): (latent, label, reconstruction)."""
-        family = self._latent_family("inversion")
+        family = self._require("encode", "inversion")
+        options = self.settings("encode", label=label, steps=steps, restarts=restarts).given()
         image = self._one_image(image)
-        z, labels = family.encode(image, label=label, generator=self._generator(seed), steps=steps, restarts=restarts)
+        z, labels = family.encode(image, generator=self._generator(seed), **options)
         return z, labels, family.decode(z, labels).float()
 
     def variations(self, image: torch.Tensor | str | Path, n: int = 4, seed: int = 0, strength: float = 0.3,
@@ -387,6 +443,8 @@ class Model:
         by ``strength`` (0: the reconstruction itself, 1: unrelated samples; ``sampling.latent.blend``)."""
         from genforge.sampling.latent import blend
 
+        self._require("variations", "variations of an image")
+        self.settings("variations", strength=strength, label=label, steps=steps, restarts=restarts)
         check_count(n, "the number of variations", MAX_REFINE)
         z, labels, reconstruction = self.invert(image, label, seed, steps=steps, restarts=restarts)
         family = self.family
@@ -400,10 +458,11 @@ class Model:
         the first and last are their reconstructions. A class-conditional decoder keeps ``a``'s label."""
         from genforge.sampling.latent import interpolation
 
-        family = self._latent_family("interpolation between images")
+        family = self._require("interpolate", "interpolation between images")
+        options = self.settings("encode", **encode_options).given()
         check_count(n, "the number of images", MAX_REFINE)
-        za, labels = family.encode(self._one_image(a), generator=self._generator(seed), **encode_options)
-        zb, _ = family.encode(self._one_image(b), generator=self._generator(seed), **encode_options)
+        za, labels = family.encode(self._one_image(a), generator=self._generator(seed), **options)
+        zb, _ = family.encode(self._one_image(b), generator=self._generator(seed), **options)
         path = interpolation(torch.cat([za, zb]), n)
         return family.decode(path, None if labels is None else labels.expand(n)).float()
 
@@ -416,7 +475,9 @@ class Model:
         from genforge.data import prepare
         from genforge.nets.conv import resolve_labels
 
-        family = self._latent_family("attribute editing")
+        family = self._require("attribute", "attribute editing")
+        self.settings("attribute", per_label=per_label)
+        options = self.settings("encode", **encode_options).given()
         check_count(len(strengths), "the number of strengths", MAX_REFINE)
         if not self.spec.num_classes:
             raise ConfigError(f"attribute vectors need labelled data; {self.run.config.data.source} has no labels")
@@ -426,15 +487,18 @@ class Model:
         chosen = torch.cat([torch.nonzero(labels == int(i)).flatten()[:per_label] for i in ids])
         batch = train.get(chosen.numpy())
         vector = family.attribute_vector(batch["x"].to(self.device), batch["y"].to(self.device), int(ids[0]), int(ids[1]))
-        z, found = family.encode(self._one_image(image), generator=self._generator(seed), **encode_options)
+        z, found = family.encode(self._one_image(image), generator=self._generator(seed), **options)
         steps = torch.tensor([float(s) for s in strengths], device=z.device)[:, None]
         return family.decode(z + steps * vector, None if found is None else found.expand(len(steps))).float()
 
-    def _latent_family(self, what: str):
+    def _require(self, capability: str, what: str):
+        """The family, when this run offers ``capability`` (``what`` names it for the error)."""
         self._need_images(what)
-        if not (hasattr(self.family, "sample_latents") and hasattr(self.family, "encode")):
-            raise ConfigError(f"{what} needs a family with a latent space (gan, vae); "
-                              f"{self.run.path} is a {self.run.config.family} run")
+        if not self.offers(capability):
+            from genforge.families.capabilities import offered
+
+            raise ConfigError(f"{what} needs a run that offers {capability}; {self.run.path} is a "
+                              f"{self.run.config.family} run, which offers: {offered(self.capabilities)}")
         return self.family
 
     def _one_image(self, image: Any) -> torch.Tensor:
@@ -443,16 +507,16 @@ class Model:
             raise ConfigError(f"expected one input image shaped (1, C, H, W), got {getattr(image, 'shape', type(image).__name__)}")
         return image
 
-    def _refine_images(self, capability: str, image: Any, n: int, seed: int, **settings: Any) -> torch.Tensor:
-        self._need_images(capability)
-        method = getattr(self.family, capability, None)
-        if method is None:
-            raise ConfigError(f"the {self.run.config.family} family has no {capability}; it is a diffusion capability")
+    def _refine_images(self, capability: str, image: Any, n: int, seed: int, inputs: dict[str, Any],
+                       settings: dict[str, Any]) -> torch.Tensor:
+        """A declared image-refinement capability (the family method of that name) on ``n`` copies of ``image``."""
+        self._require(capability, capability)
+        options = self.settings(capability, **settings).given()
         check_count(n, "the number of samples", MAX_REFINE)
         image = self._one_image(image)
-        settings = {k: v for k, v in settings.items() if v is not None}
         with autocast(self.device, self.amp_dtype):
-            out = method(image.expand(n, *image.shape[1:]), generator=self._generator(seed), **settings)
+            out = getattr(self.family, capability)(image.expand(n, *image.shape[1:]), generator=self._generator(seed),
+                                                   **inputs, **options)
         return out.float()
 
     def _need_images(self, what: str) -> None:
@@ -477,10 +541,11 @@ class Model:
         """
         if self.spec.modality != "text":
             raise ConfigError(f"streaming applies to text runs; {self.run.path} is an image run")
-        stops = check_stops(stop)
+        settings = self.settings("stream", stop=stop, **decoding).given()
+        stops = check_stops(settings.pop("stop", None))
         tokens = self._prompt_tokens(prompt)
         columns = self.family.sample_stream(1, generator=self._generator(seed), prompt=tokens, stop_at_end=True,
-                                            **{k: v for k, v in decoding.items() if v is not None})
+                                            **settings)
         return self._stream_text(columns, tokens, stops)
 
     def _stream_text(self, columns: Iterator[torch.Tensor], tokens: list[int], stops: tuple[str, ...]) -> Iterator[str]:

@@ -232,7 +232,7 @@ def _refine_image(run: Path, input: Path, mask: Optional[Path], strength: Option
 
     model = load(run, device=device)
     image = model.load_image(input)
-    if not hasattr(model.family, "inpaint"):
+    if not model.offers("inpaint"):
         _refine_latent(model, run, input, image, mask, strength, n, out, seed, settings)
         return
     latent_only = [f"--{k}" for k in ("towards", "attribute") if settings.pop(k) is not None]
@@ -322,39 +322,43 @@ def _read_text_option(path: Path | None, option: str) -> str:
 
 
 @app.command()
-def info(run: Path = typer.Argument(..., help="Run directory made by `genforge train`.")) -> None:
-    """Show a run's family, data, size, progress and latest metrics."""
+def info(
+    run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
+    as_json: bool = typer.Option(False, "--json", help="Everything as JSON, with each capability's options, "
+                                 "defaults and ranges."),
+) -> None:
+    """Show a run's family, data, size, progress, latest metrics and what it can do (its capabilities)."""
     from genforge.api import load
 
-    from genforge.evaluate.results import latest_result
-
-    model = load(run, device="cpu")
-    cfg = model.run.config
-    step = model.run.model_step()
-    spec = model.spec
+    about = load(run, device="cpu").describe()
+    if as_json:
+        typer.echo(json.dumps(about, indent=2, default=str))
+        return
+    spec = about["data"]
     rows = [
-        ("family", cfg.family),
-        ("data", cfg.data.source),
-        ("data shape", " x ".join(map(str, spec.shape)) + (f" (vocab {spec.vocab_size})" if spec.vocab_size else "")),
-        ("classes", str(spec.num_classes or "none")),
-        ("parameters", f"{model.num_parameters:,}"),
-        ("steps trained", f"{'?' if step is None else step} of {cfg.train.steps}"),
+        ("family", about["family"]),
+        ("data", spec["source"]),
+        ("data shape", " x ".join(map(str, spec["shape"])) + (f" (vocab {spec['vocab_size']})" if spec["vocab_size"] else "")),
+        ("classes", str(spec["num_classes"] or "none")),
+        ("parameters", f"{about['parameters']:,}"),
+        ("steps trained", f"{'?' if about['step'] is None else about['step']} of {about['config']['train']['steps']}"),
     ]
-    # the last training record: with --eval-every the file also holds eval/* records
-    training = [rec for rec in model.run.read_metrics() if "items_per_s" in rec]
-    if training:
-        last = training[-1]
+    last = about["last_training_record"]
+    if last:
         rows.append(("items/s (last)", f"{last['items_per_s']:,.1f}"))
         rows += [(k, f"{v:.4f}") for k, v in last.items() if k.endswith("/loss")]
-    latest = latest_result(model.run.path)
+    latest = about["latest_eval"]
     if latest:
         rows.append(("eval (latest)", f"step {latest['step']}, n={latest['n']}, "
                      f"{(latest.get('extractor') or {}).get('name', 'text')}"))
         rows += [(f"  {k}", f"{v:.5g}") for k, v in latest["metrics"].items()]
+    for name, capability in about["capabilities"].items():
+        options = ", ".join(o["name"] for o in capability["settings"])
+        rows.append((f"can {name}", f"{capability['summary']}" + (f" [{options}]" if options else "")))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         typer.echo(f"{k:<{width}}  {v}")
-    typer.echo(f"{'model':<{width}}  " + ", ".join(f"{k}={v}" for k, v in cfg.model.items()))
+    typer.echo(f"{'model':<{width}}  " + ", ".join(f"{k}={v}" for k, v in about["config"]["model"].items()))
 
 
 @data_app.command("list")

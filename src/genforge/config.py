@@ -167,10 +167,8 @@ class Range:
         if self.low is not None and self.high is not None:
             return f"in {'(' if self.open_low else '['}{num(self.low)}, {num(self.high)}{')' if self.open_high else ']'}"
         if self.low is not None:
-            if self.open_low:
-                return "positive" if self.low == 0 else f"greater than {num(self.low)}"
-            return f"at least {num(self.low)}"
-        return f"{'below' if self.open_high else 'at most'} {num(self.high)}"
+            return f"{'>' if self.open_low else '>='} {num(self.low)}"
+        return f"{'<' if self.open_high else '<='} {num(self.high)}"
 
 
 TRAIN_RANGES: dict[str, Range] = {
@@ -202,7 +200,8 @@ def check_ranges(cfg: Any, ranges: dict[str, Range], where: str) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid.contains(value):
             hint = f" ({valid.hint})" if valid.hint else ""
-            raise ConfigError(f"{where}.{name} must be {valid.describe()}{hint}, got {value!r}")
+            kind = "an integer" if isinstance(getattr(type(cfg), name, None), int) else "a number"
+            raise ConfigError(f"{where}.{name} must be {kind} {valid.describe()}{hint}, got {value!r}")
 
 
 def check_count(n: Any, what: str, limit: int, low: int = 1) -> int:

@@ -128,7 +128,7 @@ class Evaluator:
         return metrics, {"items_per_s": self.n / max(seconds, 1e-9), "unit": "img"}
 
     def _image_likelihood(self, family) -> dict:
-        if not hasattr(family, "log_likelihood"):
+        if "likelihood" not in family.capabilities:
             return {}
         val = self.prepared.val if len(self.prepared.val) else self.prepared.train
         total = 0.0

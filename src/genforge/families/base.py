@@ -18,6 +18,7 @@ from torch import nn
 
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
+from genforge.families.capabilities import Plain, Settings, declare, offered
 
 Phase = tuple[str, torch.Tensor, dict[str, float]]
 
@@ -40,6 +41,16 @@ class Family(nn.Module, abc.ABC):
     modalities: ClassVar[tuple[str, ...]] = ("image",)
     # defaults for TrainConfig fields that suit this family (a user's value always wins)
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # what it can do, each with its settings dataclass (see capabilities.py); the API dispatches on this
+    capabilities: ClassVar[dict[str, type[Settings]]] = declare(sample=Plain)
+
+    @classmethod
+    def settings(cls, capability: str, values: dict[str, Any]) -> Settings:
+        """The checked settings of ``capability`` from keyword ``values``; a one-line ConfigError when this
+        family lacks the capability (naming those it has) or a value is unknown or out of range."""
+        if capability not in cls.capabilities:
+            raise ConfigError(f"the {cls.name} family has no {capability}; it offers: {offered(cls.capabilities)}")
+        return cls.capabilities[capability].make(values, cls.name, capability)
 
     def __init__(self, config: Any, spec: DataSpec):
         super().__init__()

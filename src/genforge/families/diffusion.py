@@ -33,6 +33,7 @@ from torch import nn
 
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
+from genforge.families.capabilities import DiffusionSampling, Img2Img, Inpaint, Likelihood, declare
 from genforge.families.base import Family, Phase, eval_mode
 from genforge.nets.conv import resolve_labels
 from genforge.nets.unet import UNet
@@ -87,6 +88,7 @@ class Diffusion(Family):
     Config = DiffusionConfig
     modalities = ("image",)
     train_defaults: ClassVar[dict[str, Any]] = {"lr": 2e-3, "batch_size": 16, "ema_decay": 0.995, "warmup_steps": 100}
+    capabilities = declare(sample=DiffusionSampling, img2img=Img2Img, inpaint=Inpaint, likelihood=Likelihood)
     # new runs condition on labels when the data has them (older runs keep the dataclass defaults)
     model_defaults: ClassVar[dict[str, Any]] = {"class_conditional": True}
 

@@ -38,6 +38,7 @@ from torch import nn
 from genforge.data.augment import diff_augment, parse_policy
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
+from genforge.families.capabilities import GanSampling, Interpolation, Inversion, Variations, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
 from genforge.families.gan_objectives import (
     LOSSES,
@@ -104,6 +105,7 @@ class GAN(Family):
     name = "gan"
     Config = GANConfig
     modalities = ("image",)
+    capabilities = declare(sample=GanSampling, encode=Inversion, interpolate=Interpolation, variations=Variations)
     # measured on 28x28 MNIST in a ~2 minute CPU budget (~3,000 steps): DCGAN's 2e-4 at batch 64 gives
     # blotchy digits there; small batches at 5e-4 reach clean ones (the cosine decay brings lr down late)
     train_defaults = {

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
+from genforge.families.capabilities import Plain, TextDecoding, TextSampling, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
 from genforge.nets.transformer import GPT, MLPS, NORMS, POS_ENCODINGS
 from genforge.sampling.tokens import Decoding
@@ -49,6 +50,8 @@ class Transformer(Family):
     name = "transformer"
     Config = TransformerConfig
     modalities = ("text",)
+    capabilities = declare(sample=TextSampling, stream=TextSampling, likelihood=Plain, infill=TextDecoding,
+                           **{"continue": TextDecoding})
     # What a new run's config.model starts from (as train_defaults does for config.train), recorded in its
     # config.yaml. On 400 KB of stdlib source, 150 steps at the default size, one CPU thread, these reached
     # a validation loss of 1.53 and 1.54 (two seeds) where learned/layernorm/gelu reached 2.01 and 2.04, at

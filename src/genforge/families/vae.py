@@ -41,6 +41,7 @@ from torch import nn
 
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
+from genforge.families.capabilities import Attribute, Interpolation, Inversion, Labelled, Likelihood, Variations, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
 from genforge.nets.conv import (
     ConvDecoder,
@@ -82,6 +83,8 @@ class VAE(Family):
     modalities = ("image",)
     # new runs with the bernoulli decoder model binarised images, so their nats are a true likelihood
     model_defaults: ClassVar[dict[str, Any]] = {"binarize": True}
+    capabilities = declare(sample=Labelled, likelihood=Likelihood, encode=Inversion, interpolate=Interpolation,
+                           variations=Variations, attribute=Attribute)
     train_defaults = {
         "lr": 2e-3,
         "batch_size": 64,

@@ -37,6 +37,7 @@ from torch import nn
 
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
+from genforge.families.capabilities import Plain, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
 from genforge.nets.conv import center_crop, check_image_shape, decay_split
 from genforge.nets.quantize import VectorQuantizer
@@ -113,6 +114,7 @@ class VQVAE(Family):
     name = "vqvae"
     Config = VQVAEConfig
     modalities = ("image",)
+    capabilities = declare(sample=Plain, encode=Plain)
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-3,
         "batch_size": 64,

@@ -1,0 +1,109 @@
+"""Capabilities are declared, each with a settings dataclass that checks itself; the API dispatches on the
+table, a missing capability is one line naming what the run offers, and `genforge info --json` lists
+every option with its default and range."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import FrozenInstanceError, fields
+
+import numpy as np
+import pytest
+from clitools import one_error_line, run_main
+from PIL import Image
+
+import genforge
+from genforge.errors import ConfigError
+from genforge.families import FAMILIES, get_family
+from genforge.families.capabilities import CAPABILITIES, KINDS, DiffusionSampling, Settings, TextSampling
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("caps")
+    text = root / "t.py"
+    text.write_text("def f(x):\n    return x\n" * 40)
+    common = ["train.sample_every=0"]
+    plans = {
+        "gan": ("digits", ["model.width=8", "model.latent_dim=8"]),
+        "diffusion": ("digits", ["model.base_channels=8", "model.channel_mults=[1]", "model.attention_resolutions=[]"]),
+        "transformer": (f"text:{text}", ["data.block_size=16", "model.n_layer=1", "model.n_embd=16", "model.n_head=2"]),
+    }
+    out = {}
+    for family, (data, overrides) in plans.items():
+        out[family] = root / family
+        genforge.train(family, data, out[family], steps=1, progress=False, overrides=[*common, *overrides])
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "in.png")
+    out["image"] = root / "in.png"
+    return out
+
+
+def test_every_family_declares_known_capabilities_with_checked_settings():
+    for name in FAMILIES:
+        table = get_family(name).capabilities
+        assert "sample" in table
+        for capability, settings in table.items():
+            assert capability in CAPABILITIES and issubclass(settings, Settings)
+            for option in settings.describe():
+                assert option["kind"] in KINDS and option["help"]
+                json.dumps(option)
+            settings()  # the defaults are valid
+
+
+def test_settings_check_themselves_and_are_frozen():
+    with pytest.raises(ConfigError, match=r"sampler 'magic'; expected one of: ddpm, ddim"):
+        DiffusionSampling(sampler="magic")
+    with pytest.raises(ConfigError, match=r"guidance must be a number >= 0"):
+        DiffusionSampling(guidance=-1.0)
+    with pytest.raises(ConfigError, match=r"steps must be an integer"):
+        DiffusionSampling(steps=2.5)
+    with pytest.raises(ConfigError, match=r"top_p must be a number in \(0, 1\] \(1 keeps every token\)"):
+        TextSampling(top_p=0)
+    with pytest.raises(ConfigError, match=r"sample with a diffusion run does not take temperature; it takes steps"):
+        DiffusionSampling.make({"temperature": 1.0}, "diffusion", "sample")
+    settings = DiffusionSampling.make({"steps": 4, "eta": None}, "diffusion", "sample")
+    assert settings.given() == {"steps": 4}
+    with pytest.raises(FrozenInstanceError):
+        settings.steps = 5
+    assert [f.name for f in fields(TextSampling)][-1] == "stop"
+
+
+def test_a_capability_the_run_lacks_is_one_line_naming_what_it_offers(runs):
+    gan = genforge.load(runs["gan"], device="cpu")
+    with pytest.raises(ConfigError, match=r"is a gan run, which offers: sample, encode, interpolate, variations"):
+        gan.edit_attribute(runs["image"], 3, 8)
+    with pytest.raises(ConfigError, match=r"inpaint needs a run that offers inpaint"):
+        gan.inpaint(runs["image"], runs["image"])
+    assert gan.offers("variations") and not gan.offers("infill")
+    text = genforge.load(runs["transformer"], device="cpu")
+    assert "infill" in type(text.family).capabilities and not text.offers("infill")  # not trained with --fim-rate
+    with pytest.raises(ConfigError, match="not trained for fill-in-the-middle"):
+        text.infill("a", "b")
+
+
+def test_the_gan_attribute_option_is_one_line_not_a_traceback(runs):
+    """Found by a new user: --attribute (offered by refine --help for GAN/VAE) on a GAN run crashed with an
+    AttributeError; the GAN declares no attribute capability, so it is refused in one line."""
+    line = one_error_line(run_main("refine", runs["gan"], "--input", runs["image"], "--attribute", "3:8",
+                                   "--steps", "2"))
+    assert "attribute" in line and "offers: sample, encode, interpolate, variations" in line
+
+
+def test_info_json_lists_capabilities_with_their_options_defaults_and_ranges(runs):
+    proc = run_main("info", runs["diffusion"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    about = json.loads(proc.stdout)
+    assert about["family"] == "diffusion" and about["data"]["shape"] == [1, 8, 8] and about["step"] == 1
+    caps = about["capabilities"]
+    assert list(caps) == ["sample", "img2img", "inpaint", "likelihood"]
+    options = {o["name"]: o for o in caps["img2img"]["settings"]}
+    assert options["strength"]["default"] == 0.5 and options["strength"]["range"]["text"] == "in [0, 1]"
+    assert options["sampler"]["choices"] == ["ddpm", "ddim", "euler", "heun", "dpmpp_2m"]
+    assert caps["inpaint"]["inputs"] == ["image", "mask", "n", "seed"]
+    assert {o["name"] for o in caps["inpaint"]["settings"]} >= {"resample", "guidance", "label"}
+    text = json.loads(run_main("info", runs["transformer"], "--json").stdout)
+    assert "infill" not in text["capabilities"] and "stream" in text["capabilities"]
+    plain = run_main("info", runs["gan"])
+    assert "can variations" in plain.stdout and "strength" in plain.stdout
