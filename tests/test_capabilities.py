@@ -107,3 +107,27 @@ def test_info_json_lists_capabilities_with_their_options_defaults_and_ranges(run
     assert "infill" not in text["capabilities"] and "stream" in text["capabilities"]
     plain = run_main("info", runs["gan"])
     assert "can variations" in plain.stdout and "strength" in plain.stdout
+
+
+def test_refine_and_interpolation_are_one_python_call_with_the_command_lines_layout(runs, tmp_path):
+    """genforge.refine.refine is what `genforge refine` runs: same mode choice, same files."""
+    from genforge.refine import refine, sample_interpolation
+
+    diffusion = genforge.load(runs["diffusion"], device="cpu")
+    done = refine(diffusion, input=runs["image"], strength=0.5, n=2, steps=2, out=tmp_path / "i2i")
+    assert done.mode == "img2img" and [p.name for p in done.paths] == ["000000.png", "000001.png"]
+    assert (tmp_path / "i2i" / "comparison.png").is_file() and (tmp_path / "i2i" / "grid.png").is_file()
+    assert json.loads((tmp_path / "i2i" / "settings.json").read_text())["strength"] == 0.5
+    gan = genforge.load(runs["gan"], device="cpu")
+    done = refine(gan, input=runs["image"], n=3, steps=2, out=tmp_path / "var")
+    assert done.mode == "variations" and done.details["inversion_mse"] >= 0
+    assert (tmp_path / "var" / "reconstruction" / "000000.png").is_file()
+    strip = sample_interpolation(gan, "3,7", n=4, out=tmp_path / "walk")
+    assert len(strip.paths) == 4 and Image.open(tmp_path / "walk" / "strip.png").size == (4 * 10 + 2, 12)
+    with pytest.raises(ConfigError, match="exactly one of --mask"):
+        refine(diffusion, input=runs["image"])
+    cli = run_main("refine", runs["diffusion"], "--input", runs["image"], "--strength", "0.5", "-n", "2", "--steps", "2",
+                   "--out", tmp_path / "cli")
+    assert cli.returncode == 0 and "wrote 2 img2img results" in cli.stdout
+    for name in ("000000.png", "000001.png", "comparison.png"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "i2i" / name).read_bytes()

@@ -122,7 +122,10 @@ def sample(
 
     model = load(run, device=device)
     if interpolate is not None:
-        _interpolate(model, run, interpolate, n, label, truncation, out)
+        from genforge.refine import sample_interpolation
+
+        done = sample_interpolation(model, interpolate, n=n, label=label, truncation=truncation, out=out)
+        typer.echo(f"wrote {len(done.paths)} interpolated images to {done.out}")
         return
     conditions = {"label": label, "steps": steps, "sampler": sampler, "spacing": spacing, "eta": eta,
                   "guidance": guidance, "truncation": truncation, "max_new_tokens": max_new_tokens, "temperature": temperature,
@@ -150,24 +153,6 @@ def sample(
             typer.echo(f"--- {p.name}")
             typer.echo(p.read_text(encoding="utf-8"))
     typer.echo(f"wrote {len(paths)} samples to {out}")
-
-
-def _interpolate(model, run: Path, seeds_text: str, n: int, label: Optional[str], truncation: Optional[float],
-                 out: Optional[Path]) -> None:
-    from genforge.errors import ConfigError
-
-    try:
-        seeds = [int(s) for s in seeds_text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--interpolate takes 2 or 4 comma-separated seeds, e.g. 3,7; got '{seeds_text}'") from None
-    images = model.interpolate(seeds, n=n, label=label, truncation=truncation)
-    out = out or (run / "generated" / f"interpolate-{'-'.join(map(str, seeds))}")
-    params = {"family": model.run.config.family, "run": str(run), "mode": "interpolate", "seeds": seeds, "n": n,
-              **({"label": label} if label is not None else {}), **({"truncation": truncation} if truncation is not None else {})}
-    paths = model.codec.save(images, out, params)
-    if len(seeds) == 2:  # a strip reads left to right: one row, not grid.png's near-square layout
-        model.codec.grid(images.cpu(), out / "strip.png", params, columns=len(paths))
-    typer.echo(f"wrote {len(paths)} interpolated images to {out}")
 
 
 @app.command()
@@ -198,112 +183,25 @@ def refine(
     another image (--towards) or along an attribute (--attribute).
     Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate)."""
     from genforge.api import load
-    from genforge.errors import ConfigError
+    from genforge.refine import refine as refine_run
 
     text_mode = prefix_file is not None or suffix_file is not None
-    if input is None and not text_mode:
-        raise ConfigError("refine needs --input IMAGE (with --mask or --strength) for image runs, "
-                          "or --prefix-file/--suffix-file for text runs")
-    if input is not None and text_mode:
-        raise ConfigError("use either --input (images) or --prefix-file/--suffix-file (text), not both")
-    if input is not None:
-        _refine_image(run, input, mask, strength, n, out, seed, device,
-                      {"steps": steps, "sampler": sampler, "label": label, "guidance": guidance,
-                       "towards": towards, "attribute": attribute})
-        return
-    from genforge.io import atomic_write_text
-
-    prefix, suffix = _read_text_option(prefix_file, "--prefix-file"), _read_text_option(suffix_file, "--suffix-file")
-    model = load(run, device=device)
-    middle = model.infill(prefix, suffix, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_k=top_k, top_p=top_p)
-    out = out or (run / "refined" / f"middle-seed-{seed}.txt")
-    atomic_write_text(out, middle)
-    typer.echo(middle)
-    typer.echo(f"wrote the middle ({len(middle)} characters) to {out}", err=True)
-
-
-def _refine_image(run: Path, input: Path, mask: Optional[Path], strength: Optional[float], n: int,
-                  out: Optional[Path], seed: int, device: str, settings: dict) -> None:
-    import torch
-
-    from genforge.api import load
-    from genforge.errors import ConfigError
-
-    model = load(run, device=device)
-    image = model.load_image(input)
-    if not model.offers("inpaint"):
-        _refine_latent(model, run, input, image, mask, strength, n, out, seed, settings)
-        return
-    latent_only = [f"--{k}" for k in ("towards", "attribute") if settings.pop(k) is not None]
-    if latent_only:
-        raise ConfigError(f"{', '.join(latent_only)} work in a latent space (gan, vae runs), not in a diffusion run")
-    if (mask is None) == (strength is None):
-        raise ConfigError("image refinement needs exactly one of --mask MASK (inpaint) or --strength S (img2img)")
-    if mask is not None:
-        mask_t = model.load_mask(mask, like=input)
-        results = model.inpaint(image, mask_t, n=n, seed=seed, **settings)
-        mode, shown = "inpaint", [image, image * (1 - mask_t)]  # the input, then what the model was shown
+    prefix = _read_text_option(prefix_file, "--prefix-file") if text_mode else None
+    suffix = _read_text_option(suffix_file, "--suffix-file") if text_mode else None
+    settings = ({"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+                if text_mode else {"steps": steps, "sampler": sampler, "label": label, "guidance": guidance})
+    done = refine_run(load(run, device=device), input=input, mask=mask, strength=strength, n=n, towards=towards,
+                      attribute=attribute, prefix=prefix, suffix=suffix, out=out, seed=seed, **settings)
+    if done.mode == "infill":
+        typer.echo(done.text)
+        typer.echo(f"wrote the middle ({len(done.text)} characters) to {done.out}", err=True)
+    elif done.mode == "variations":
+        typer.echo(f"inverted {input} (pixel MSE {done.details['inversion_mse']:.4f} in [-1, 1] units); wrote "
+                   f"{len(done.paths)} variations to {done.out} (comparison.png: input, reconstruction, variations)")
+    elif done.mode in ("interpolate", "attribute"):
+        typer.echo(f"wrote {len(done.paths)} {done.mode} images to {done.out} (comparison.png: input, then the results)")
     else:
-        results = model.img2img(image, strength, n=n, seed=seed, **settings)
-        mode, shown = "img2img", [image]
-    out = out or (run / "refined" / f"{input.stem}-{mode}-seed-{seed}")
-    params = {"family": model.run.config.family, "run": str(run), "mode": mode, "parent": str(input), "seed": seed,
-              "n": n, **({"mask": str(mask)} if mask is not None else {"strength": strength}),
-              **{k: v for k, v in settings.items() if v is not None}}
-    paths = model.codec.save(results, out, params)
-    model.codec.grid(torch.cat([*shown, results.cpu()]), out / "comparison.png", params)
-    typer.echo(f"wrote {len(paths)} {mode} results to {out} (comparison.png: input first)")
-
-
-def _refine_latent(model, run: Path, input: Path, image, mask: Optional[Path], strength: Optional[float], n: int,
-                   out: Optional[Path], seed: int, settings: dict) -> None:
-    import torch
-
-    from genforge.errors import ConfigError
-
-    if mask is not None:
-        raise ConfigError(f"--mask (inpainting) is a diffusion capability; a {model.run.config.family} run refines "
-                          "by inverting --input and drawing variations (--strength)")
-    unused = [f"--{k}" for k in ("sampler", "guidance") if settings.get(k) is not None]
-    if unused:
-        raise ConfigError(f"{', '.join(unused)} apply to diffusion runs, not {model.run.config.family}")
-    if settings["towards"] is not None and settings["attribute"] is not None:
-        raise ConfigError("use one of --towards (interpolate) and --attribute (edit), not both")
-    steps = settings.get("steps") or 300
-    family = model.run.config.family
-    if settings["towards"] is not None or settings["attribute"] is not None:
-        if settings["towards"] is not None:
-            mode, results = "interpolate", model.interpolate_images(image, model.load_image(settings["towards"]),
-                                                                   n=max(n, 2), seed=seed, steps=steps)
-            extra = {"towards": str(settings["towards"])}
-        else:
-            source, sep, target = settings["attribute"].partition(":")
-            if not sep or not source or not target:
-                raise ConfigError(f"--attribute takes SOURCE:TARGET labels, e.g. 3:8; got '{settings['attribute']}'")
-            top = 1.5 if strength is None else strength
-            strengths = [top * i / max(n - 1, 1) for i in range(n)]
-            mode, results = "attribute", model.edit_attribute(image, source, target, strengths, seed=seed, steps=steps)
-            extra = {"attribute": settings["attribute"], "strengths": strengths}
-        out = out or (run / "refined" / f"{input.stem}-{mode}-seed-{seed}")
-        params = {"family": family, "run": str(run), "mode": mode, "parent": str(input), "seed": seed, **extra}
-        paths = model.codec.save(results, out, params)
-        model.codec.grid(torch.cat([image, results.cpu()]), out / "comparison.png", params, columns=len(paths) + 1)
-        typer.echo(f"wrote {len(paths)} {mode} images to {out} (comparison.png: input, then the results)")
-        return
-    strength = 0.3 if strength is None else strength
-    reconstruction, results = model.variations(image, n=n, seed=seed, strength=strength, label=settings.get("label"),
-                                               steps=steps)
-    error = float((reconstruction.cpu() - image).pow(2).mean())
-    out = out or (run / "refined" / f"{input.stem}-variations-seed-{seed}")
-    params = {"family": model.run.config.family, "run": str(run), "mode": "variations", "parent": str(input),
-              "seed": seed, "n": n, "strength": strength, "inversion_steps": steps, "inversion_mse": round(error, 6),
-              **({"label": settings["label"]} if settings.get("label") is not None else {})}
-    paths = model.codec.save(results, out, params)
-    model.codec.save(reconstruction, out / "reconstruction", params)
-    model.codec.grid(torch.cat([image, reconstruction.cpu(), results.cpu()]), out / "comparison.png", params)
-    typer.echo(f"inverted {input} (pixel MSE {error:.4f} in [-1, 1] units); wrote {len(paths)} variations to {out} "
-               "(comparison.png: input, reconstruction, variations)")
+        typer.echo(f"wrote {len(done.paths)} {done.mode} results to {done.out} (comparison.png: input first)")
 
 
 def _read_text_option(path: Path | None, option: str) -> str:
