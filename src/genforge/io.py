@@ -146,3 +146,30 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise RunError(f"weights file {path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
+
+
+# ---- module weights ----------------------------------------------------------------------------
+def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict without tied duplicates (safetensors refuses shared storage); load_state_dict(strict=False) restores them."""
+    seen: dict[int, str] = {}
+    out = {}
+    for name, tensor in module.state_dict().items():
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape)) if tensor.numel() else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen[key] = name
+        out[name] = tensor
+    return out
+
+
+def load_module(module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    expected = set(module.state_dict())
+    missing = expected - set(tensors)
+    # tied duplicates were not saved: they are missing here but share storage with a saved tensor
+    own = unique_state(module)
+    really_missing = [k for k in missing if k in own]
+    unexpected = set(tensors) - expected
+    if really_missing or unexpected:
+        raise RunError(f"{path} does not match the run's model (missing {sorted(really_missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    module.load_state_dict(tensors, strict=False)

@@ -24,8 +24,7 @@ from genforge.data.spec import DataSpec
 from genforge.errors import GenforgeError, RunError
 from genforge.families import get_family
 from genforge.families.base import Family
-from genforge.io import atomic_write_json, atomic_write_text, load_tensors, read_metadata
-from genforge.train.checkpoint import load_module
+from genforge.io import atomic_write_json, atomic_write_text, load_module, load_tensors, read_metadata
 
 
 class Run:

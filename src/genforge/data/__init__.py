@@ -27,9 +27,11 @@ from genforge.data.tokenizers import (
 )
 from genforge.errors import ConfigError, DataError
 
+from genforge.data.codes import CodeTokenizer  # importing it registers the "codes" tokenizer and codec
+
 __all__ = [
     "prepare", "Prepared", "list_sources", "cache_dir", "DataSpec", "ImageDataset", "TextDataset",
-    "Tokenizer", "CharTokenizer", "BPETokenizer", "load_tokenizer",
+    "Tokenizer", "CharTokenizer", "BPETokenizer", "CodeTokenizer", "load_tokenizer",
 ]
 
 

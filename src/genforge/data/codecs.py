@@ -144,17 +144,23 @@ class TextCodec:
         return path
 
 
+# codecs for token streams of a registered tokenizer type (name -> codec class taking the tokenizer)
+TOKEN_CODECS: dict[str, Any] = {}
+
+
+def register_token_codec(tokenizer_type: str, codec: Any) -> None:
+    """Token ids of tokenizers of ``tokenizer_type`` are written by ``codec(tokenizer)`` instead of as text."""
+    TOKEN_CODECS[tokenizer_type] = codec
+
+
 def codec_for(spec: DataSpec, tokenizer=None) -> ImageCodec | TextCodec:
     if spec.modality == "image":
         return ImageCodec()
     if spec.modality == "text":
         if tokenizer is None:
             raise DataError("text data needs its tokenizer to be written as files; the run's tokenizer.json is missing")
-        if getattr(tokenizer, "type", None) == "codes":  # a prior over VQ-VAE code grids writes images
-            from genforge.data.codes import CodesCodec
-
-            return CodesCodec(tokenizer)
-        return TextCodec(tokenizer)
+        # a tokenizer type may bring its own codec: a prior over VQ-VAE code grids writes images (data.codes)
+        return TOKEN_CODECS.get(getattr(tokenizer, "type", None), TextCodec)(tokenizer)
     raise DataError(f"no codec for {spec.modality!r} data; known: image, text")
 
 

@@ -21,6 +21,8 @@ from typing import Any, ClassVar, Iterable, Sequence
 import numpy as np
 import torch
 
+from genforge.data.codecs import register_token_codec
+from genforge.data.tokenizers import register_tokenizer_type
 from genforge.errors import DataError
 
 END_OF_TEXT = 0
@@ -186,3 +188,7 @@ class CodesCodec:
 
     def grid(self, tokens: torch.Tensor, path, params: dict, prompt_len: int = 1) -> Path:
         return self.images.grid(self.decode_images(tokens, prompt_len), Path(path).with_suffix(".png"), params)
+
+
+register_tokenizer_type("codes", CodeTokenizer.from_dict)
+register_token_codec("codes", CodesCodec)

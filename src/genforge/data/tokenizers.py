@@ -24,7 +24,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Protocol, Sequence
 
 import numpy as np
 from genforge.errors import DataError
@@ -519,6 +519,15 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = No
     return TOKENIZER_TYPES[kind].train(texts, vocab_size, progress=progress)
 
 
+# tokenizer.json types other modules add (name -> a reader of the file's dict); data.codes registers "codes"
+REGISTERED_TYPES: dict[str, Callable[[dict], Tokenizer]] = {}
+
+
+def register_tokenizer_type(kind: str, from_dict: Callable[[dict], Tokenizer]) -> None:
+    """Let ``load_tokenizer`` read tokenizer.json files of type ``kind`` (not one a user trains on text)."""
+    REGISTERED_TYPES[kind] = from_dict
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Read a tokenizer.json written by any tokenizer class, dispatching on its "type" field."""
     path = Path(path)
@@ -527,12 +536,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         kind = d.get("type") if isinstance(d, dict) else None
-        if kind == "codes":  # a VQ-VAE's code book (genforge.data.codes), not trained on text
-            from genforge.data.codes import CodeTokenizer
-
-            return CodeTokenizer.from_dict(d)
+        if kind in REGISTERED_TYPES:  # e.g. a VQ-VAE's code book (genforge.data.codes), not trained on text
+            return REGISTERED_TYPES[kind](d)
         if kind not in TOKENIZER_TYPES:
-            raise ValueError(f"unknown tokenizer type {kind!r}; known: {', '.join(TOKENIZER_TYPES)}")
+            raise ValueError(f"unknown tokenizer type {kind!r}; known: {', '.join([*TOKENIZER_TYPES, *REGISTERED_TYPES])}")
         return TOKENIZER_TYPES[kind].from_dict(d)
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, DataError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__

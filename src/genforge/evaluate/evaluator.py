@@ -250,23 +250,29 @@ def is_code_source(source: str) -> bool:
 def evaluate(run: str | Path | Any, *, n: int | None = None, features: str = "auto", weights: str | Path | None = None,
              seed: int = 0, device: str = "auto", progress: bool = True, save: bool = True,
              reference: bool = False, likelihood_samples: int | None = None) -> dict:
-    """Evaluate a trained run (a path or a ``genforge.load``-ed Model); the result is also written to
-    the run's eval.json when ``save``. With ``reference``, the real-data floor is attached as
+    """Evaluate a trained run (a run directory, or a ``genforge.load``-ed Model); the result is also written
+    to the run's eval.json when ``save``. With ``reference``, the real-data floor is attached as
     ``result["reference_result"]``.
 
     ``genforge.evaluate("runs/gan", n=1000)["metrics"]["fd"]``
     """
-    from genforge.api import Model, load
     from genforge.data import prepare
     from genforge.evaluate.results import save_result
+    from genforge.runs import Run
+    from genforge.train.device import autocast_dtype, resolve_device
 
-    model = run if isinstance(run, Model) else load(run, device=device)
-    prepared = prepare(model.run.config.data.source, model.run.config.data, progress=progress)
-    evaluator = Evaluator(model.run, prepared, features=features, weights=weights, n=n, seed=seed,
-                          device=model.device, progress=progress, likelihood_samples=likelihood_samples)
-    result = evaluator(model.family, model.amp_dtype)
+    if isinstance(run, (str, Path)):  # a directory: its sampling weights, on the chosen device
+        opened = Run.open(run)
+        target = resolve_device(device)
+        family, amp_dtype = opened.load_family(target), autocast_dtype(target, opened.config.train.precision)
+    else:  # a loaded Model: its run, weights, device and precision
+        opened, family, target, amp_dtype = run.run, run.family, run.device, run.amp_dtype
+    prepared = prepare(opened.config.data.source, opened.config.data, progress=progress)
+    evaluator = Evaluator(opened, prepared, features=features, weights=weights, n=n, seed=seed,
+                          device=target, progress=progress, likelihood_samples=likelihood_samples)
+    result = evaluator(family, amp_dtype)
     if reference:
         result["reference_result"] = evaluator.reference_result()
     if save:
-        save_result(model.run.path, result)
+        save_result(opened.path, result)
     return result

@@ -102,8 +102,8 @@ class Transformer(Family):
         return {"main": OptimizerGroup(params=decay, no_decay=no_decay)}
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token (forward and backward), for the trainer's MFU: see train/flops.py."""
-        from genforge.train.flops import flops_per_token
+        """Training FLOPs per token (forward and backward), for the trainer's MFU (train/flops.py)."""
+        from genforge.nets.transformer import flops_per_token
 
         net = self.net
         return flops_per_token(net.num_params(non_embedding=True), net.n_layer, net.n_head, net.head_dim, net.block_size)

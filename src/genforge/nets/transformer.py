@@ -342,3 +342,14 @@ class KVCache:
             return keys, values, {"attn_mask": self.slots[None, :] <= pos[:, None]}
         end = self.length + k.shape[2]
         return keys[:, :, :end], values[:, :, :end], causal_mask(k.shape[2], end, k.device)
+
+
+def flops_per_token(n_params: int, n_layer: int, n_head: int, head_dim: int, block_size: int) -> float:
+    """Training FLOPs per token of a decoder: 6N + 12 L H Q T.
+
+    ``n_params`` counts the weights every token multiplies by (position tables left out, a tied output
+    head counted once): 2 FLOPs per weight forward, 4 backward. The second term is attention's own
+    matmuls, q.k and att.v, over a context of T = block_size: 2 x 2 x L x H x Q x T forward, times 3
+    with backward.
+    """
+    return 6.0 * n_params + 12.0 * n_layer * n_head * head_dim * block_size

@@ -11,21 +11,9 @@ from typing import Any
 import torch
 
 from genforge.errors import RunError
-from genforge.io import load_tensors, read_metadata, save_tensors
+from genforge.io import load_module, load_tensors, read_metadata, save_tensors, unique_state
 
-
-def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """state_dict without tied duplicates (safetensors refuses shared storage); load_state_dict(strict=False) restores them."""
-    seen: dict[int, str] = {}
-    out = {}
-    for name, tensor in module.state_dict().items():
-        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape)) if tensor.numel() else None
-        if key is not None and key in seen:
-            continue
-        if key is not None:
-            seen[key] = name
-        out[name] = tensor
-    return out
+__all__ = ["save_state", "load_state", "load_module", "unique_state"]
 
 
 def save_state(path: Path, model, ema_model, optimizers: dict[str, torch.optim.Optimizer], info: dict[str, Any]) -> None:
@@ -76,15 +64,3 @@ def load_state(path: Path, model, ema_model, optimizers: dict[str, torch.optim.O
             state.setdefault(int(idx), {}).update(scalars)
         opt.load_state_dict({"state": state, "param_groups": optim_meta[name]["param_groups"]})
     return info
-
-
-def load_module(module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    expected = set(module.state_dict())
-    missing = expected - set(tensors)
-    # tied duplicates were not saved: they are missing here but share storage with a saved tensor
-    own = unique_state(module)
-    really_missing = [k for k in missing if k in own]
-    unexpected = set(tensors) - expected
-    if really_missing or unexpected:
-        raise RunError(f"{path} does not match the run's model (missing {sorted(really_missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    module.load_state_dict(tensors, strict=False)

@@ -7,6 +7,10 @@ recomputation, padding or an idle GPU lower it, which is the point of the number
 
 from __future__ import annotations
 
+from genforge.nets.transformer import flops_per_token  # the model's FLOPs per token live with the model
+
+__all__ = ["PEAK_BF16_FLOPS", "flops_per_token", "mfu", "peak_flops"]
+
 # Peak dense (not 2:4-sparse) bf16 tensor-core FLOP/s from the vendors' datasheets, matched as a
 # case-insensitive substring of torch.cuda.get_device_name(). First match wins, so a name that another
 # contains comes after it ("H100 PCIe" before "H100", "L40S" and "L40" before "L4").
@@ -35,17 +39,6 @@ def peak_flops(device_name: str) -> float | None:
         if key.lower() in name:
             return flops
     return None
-
-
-def flops_per_token(n_params: int, n_layer: int, n_head: int, head_dim: int, block_size: int) -> float:
-    """Training FLOPs per token of a decoder: 6N + 12 L H Q T.
-
-    ``n_params`` counts the weights every token multiplies by (position tables left out, a tied output
-    head counted once): 2 FLOPs per weight forward, 4 backward. The second term is attention's own
-    matmuls, q.k and att.v, over a context of T = block_size: 2 x 2 x L x H x Q x T forward, times 3
-    with backward.
-    """
-    return 6.0 * n_params + 12.0 * n_layer * n_head * head_dim * block_size
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak: float) -> float:

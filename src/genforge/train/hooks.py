@@ -13,25 +13,37 @@ import math
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
+import torch
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:
-    from genforge.train.trainer import StepOutcome, Trainer
+Trainer = Any  # genforge.train.trainer.Trainer (which imports this module)
+
+
+@dataclass
+class StepOutcome:
+    """What one ``Trainer.step()`` did."""
+
+    ok: bool  # False: a loss or gradient was NaN/inf and the update was skipped
+    logs: dict[str, torch.Tensor]  # "<optimizer>/loss", "<optimizer>/grad_norm" and the family's own logs
+    lr_factor: float  # the schedule's factor on every learning rate this step
+    seconds: float  # the step's own time (what items/s counts)
+    items: int  # images, or tokens, the step trained on
 
 
 class Hook:
-    def start(self, trainer: "Trainer") -> None:
+    def start(self, trainer: Trainer) -> None:
         """Before the first step of ``fit``."""
 
-    def after_step(self, trainer: "Trainer", outcome: "StepOutcome") -> None:
+    def after_step(self, trainer: Trainer, outcome: StepOutcome) -> None:
         """After each step (``trainer.global_step`` already counts it)."""
 
-    def end(self, trainer: "Trainer") -> None:
+    def end(self, trainer: Trainer) -> None:
         """After the last step, when training ended normally (done, a stop signal, the time budget)."""
 
-    def close(self, trainer: "Trainer") -> None:
+    def close(self, trainer: Trainer) -> None:
         """Always, last: release what ``start`` took."""
 
 
@@ -41,7 +53,7 @@ class StopSignals(Hook):
     def __init__(self) -> None:
         self._previous: dict[int, Any] = {}
 
-    def start(self, trainer: "Trainer") -> None:
+    def start(self, trainer: Trainer) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
 
@@ -54,7 +66,7 @@ class StopSignals(Hook):
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, handler)
 
-    def close(self, trainer: "Trainer") -> None:
+    def close(self, trainer: Trainer) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous = {}
@@ -67,10 +79,10 @@ class TimeBudget(Hook):
         self.seconds = minutes * 60 if minutes else math.inf
         self._start = 0.0
 
-    def start(self, trainer: "Trainer") -> None:
+    def start(self, trainer: Trainer) -> None:
         self._start = time.perf_counter()
 
-    def after_step(self, trainer: "Trainer", outcome: "StepOutcome") -> None:
+    def after_step(self, trainer: Trainer, outcome: StepOutcome) -> None:
         if time.perf_counter() - self._start > self.seconds:
             trainer.request_stop("time budget")
 
@@ -84,12 +96,12 @@ class ProgressLog(Hook):
         self.bar = None
         self._window_seconds, self._window_items, self._start = 0.0, 0, 0.0
 
-    def start(self, trainer: "Trainer") -> None:
+    def start(self, trainer: Trainer) -> None:
         self._start = time.perf_counter()
         self.bar = tqdm(total=trainer.cfg.steps, initial=trainer.global_step, disable=not self.show,
                         desc=trainer.run.config.family, dynamic_ncols=True, leave=True)
 
-    def after_step(self, trainer: "Trainer", outcome: "StepOutcome") -> None:
+    def after_step(self, trainer: Trainer, outcome: StepOutcome) -> None:
         cfg, step = trainer.cfg, trainer.global_step
         self._window_seconds += outcome.seconds
         self._window_items += outcome.items
@@ -113,7 +125,7 @@ class ProgressLog(Hook):
         shown = {k.replace("/loss", ""): f"{v:.4f}" for k, v in trainer.last_losses.items() if k.endswith("/loss")}
         self.bar.set_postfix({**shown, self.unit: f"{rate:,.0f}"}, refresh=False)
 
-    def close(self, trainer: "Trainer") -> None:
+    def close(self, trainer: Trainer) -> None:
         if self.bar is not None:
             self.bar.close()
 
@@ -121,11 +133,11 @@ class ProgressLog(Hook):
 class SampleGrids(Hook):
     """A sample grid every ``train.sample_every`` steps, and one of the final weights."""
 
-    def after_step(self, trainer: "Trainer", outcome: "StepOutcome") -> None:
+    def after_step(self, trainer: Trainer, outcome: StepOutcome) -> None:
         if trainer.cfg.sample_every and trainer.global_step % trainer.cfg.sample_every == 0:
             trainer.write_sample_grid()
 
-    def end(self, trainer: "Trainer") -> None:
+    def end(self, trainer: Trainer) -> None:
         if trainer.last_grid_step != trainer.global_step:
             trainer.write_sample_grid()
 
@@ -134,24 +146,24 @@ class Checkpoints(Hook):
     """A checkpoint every ``train.ckpt_every`` steps, or once ``train.ckpt_minutes`` have passed since the
     last one, and one at the end (after a stop signal or the time budget too)."""
 
-    def start(self, trainer: "Trainer") -> None:
+    def start(self, trainer: Trainer) -> None:
         trainer.last_checkpoint_time = time.perf_counter()
 
-    def after_step(self, trainer: "Trainer", outcome: "StepOutcome") -> None:
+    def after_step(self, trainer: Trainer, outcome: StepOutcome) -> None:
         cfg = trainer.cfg
         by_steps = cfg.ckpt_every and trainer.global_step % cfg.ckpt_every == 0
         by_time = cfg.ckpt_minutes and time.perf_counter() - trainer.last_checkpoint_time >= cfg.ckpt_minutes * 60
         if by_steps or by_time:
             trainer.save_checkpoint()
 
-    def end(self, trainer: "Trainer") -> None:
+    def end(self, trainer: Trainer) -> None:
         trainer.save_checkpoint()
 
 
 class Evaluations(Hook):
     """``train.eval_every``: score the sampling weights (logged as eval/*)."""
 
-    def after_step(self, trainer: "Trainer", outcome: "StepOutcome") -> None:
+    def after_step(self, trainer: Trainer, outcome: StepOutcome) -> None:
         if trainer.cfg.eval_every and trainer.global_step % trainer.cfg.eval_every == 0:
             trainer.evaluate()
 
@@ -159,14 +171,14 @@ class Evaluations(Hook):
 class Callback(Hook):
     """The caller's ``on_step(trainer, step)``, after everything else of the step."""
 
-    def __init__(self, on_step: Callable[["Trainer", int], None]) -> None:
+    def __init__(self, on_step: Callable[[Trainer, int], None]) -> None:
         self.on_step = on_step
 
-    def after_step(self, trainer: "Trainer", outcome: "StepOutcome") -> None:
+    def after_step(self, trainer: Trainer, outcome: StepOutcome) -> None:
         self.on_step(trainer, trainer.global_step)
 
 
-def default_hooks(trainer: "Trainer", on_step: Callable[["Trainer", int], None] | None = None) -> list[Hook]:
+def default_hooks(trainer: Trainer, on_step: Callable[[Trainer, int], None] | None = None) -> list[Hook]:
     """What ``genforge train`` does around the steps, in this order after each step (and at the end: the
     final checkpoint before the final grid)."""
     hooks: list[Hook] = [StopSignals(), TimeBudget(trainer.cfg.max_minutes),

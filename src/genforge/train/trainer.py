@@ -24,11 +24,12 @@ from genforge.errors import RunError, TrainingDiverged
 from genforge.families.base import Family
 from genforge.io import atomic_write_text, save_tensors, storage_error
 from genforge.runs import Run
-from genforge.train.checkpoint import load_state, save_state, unique_state
+from genforge.io import unique_state
+from genforge.train.checkpoint import load_state, save_state
 from genforge.train.device import autocast, autocast_dtype, configure_backends, resolve_device
 from genforge.train.ema import EMA
 from genforge.train.flops import peak_flops
-from genforge.train.hooks import Hook, default_hooks
+from genforge.train.hooks import Hook, StepOutcome, default_hooks
 from genforge.train.schedule import lr_factor
 
 STEP_SEED_MULTIPLIER = 0x9E3779B1  # spreads (seed, step) pairs over the generator's seed space
@@ -36,17 +37,6 @@ STEP_SEED_MULTIPLIER = 0x9E3779B1  # spreads (seed, step) pairs over the generat
 
 def step_seed(seed: int, step: int) -> int:
     return (seed * STEP_SEED_MULTIPLIER + step) % (2**63)
-
-
-@dataclass
-class StepOutcome:
-    """What one ``Trainer.step()`` did."""
-
-    ok: bool  # False: a loss or gradient was NaN/inf and the update was skipped
-    logs: dict[str, torch.Tensor]  # "<optimizer>/loss", "<optimizer>/grad_norm" and the family's own logs
-    lr_factor: float  # the schedule's factor on every learning rate this step
-    seconds: float  # the step's own time (what items/s counts)
-    items: int  # images, or tokens, the step trained on
 
 
 @dataclass
