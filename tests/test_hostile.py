@@ -166,7 +166,10 @@ CASES = [
     # compare
     ("compare-missing-run", ["compare", "{vae}", "{root}/absent_run", "--out", "{root}/report.html"], 1, "does not exist"),
     ("compare-out-is-a-folder", ["compare", "{vae}", "--out", "{root}/empty_dir", "--n", "10"], 1, "empty_dir"),
+    ("compare-no-runs", ["compare"], 2, "Missing argument"),
+    ("compare-unknown-features", ["compare", "{vae}", "--features", "vibes", "--n", "10", "--out", "{root}/r.html"], 1, "vibes"),
     # info
+    ("info-json-missing-run", ["info", "{root}/absent_run", "--json"], 1, "does not exist"),
     ("info-missing-run", ["info", "{root}/absent_run"], 1, "does not exist"),
     ("info-not-a-run", ["info", "{root}/not_a_run"], 1, "not a genforge run"),
     ("info-bad-spec", ["info", "{bad_spec}"], 1, "unreadable"),
