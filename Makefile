@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/genforge demo --out demo --overwrite
 
 test: $(STAMP)
+	bash tests/ensure_chromium.sh  # the browser test needs Debian's chromium: installed when missing
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -30,8 +30,10 @@ def run_main(*args) -> subprocess.CompletedProcess:
             try:
                 main()
                 code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
+            except SystemExit as e:  # as the interpreter does: None is success, a message is printed with code 1
+                code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
     finally:
         sys.argv = argv
     return subprocess.CompletedProcess(["genforge", *map(str, args)], code, out.getvalue(), err.getvalue())

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clitools import cli, invoke, one_error_line
+from clitools import invoke, one_error_line, run_main
 from PIL import Image
 
 import genforge
@@ -78,4 +78,4 @@ def test_codes_errors_are_one_line(vq, prior, tmp_path):
         (["sample", prior, "--prompt", "1 2"], "--prompt and --stop do not apply"),
     ]
     for args, expected in cases:
-        assert expected in one_error_line(cli(*args)), args
+        assert expected in one_error_line(run_main(*args)), args

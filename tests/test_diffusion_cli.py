@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import cli, invoke, one_error_line
+from clitools import invoke, one_error_line, run_main
 from PIL import Image
 
 from genforge.data.codecs import read_png_params
@@ -96,11 +96,11 @@ def test_bad_refine_and_sampling_options_get_one_line_errors(run, picture, tmp_p
         (["refine", run, "--input", picture], "exactly one of --mask"),
         (["refine", run, "--input", picture, "--strength", "0.5", "--mask", picture], "exactly one of --mask"),
         (["refine", run, "--input", tmp_path / "nope.png", "--strength", "0.5"], "does not exist"),
-        (["refine", run, "--input", picture, "--strength", "1.5"], "strength must be in [0, 1]"),
+        (["refine", run, "--input", picture, "--strength", "1.5"], "strength must be a number in [0, 1]"),
         (["refine", run, "--input", picture, "--mask", tmp_path / "nomask.png"], "does not exist"),
         (["sample", run, "--sampler", "plms"], "unknown sampler 'plms'"),
         (["sample", run, "--label", "11"], "label 11 is out of range"),
         (["sample", run, "--guidance", "-2"], "guidance"),
     ]
     for args, expected in cases:
-        assert expected in one_error_line(cli(*args)), args
+        assert expected in one_error_line(run_main(*args)), args

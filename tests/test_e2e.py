@@ -21,13 +21,21 @@ def genforge(*args):
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
+    from genforge.data import prepare
+
     common = ["--family", "vae", "--data", "digits", "--steps", "600", "--quiet", "--set", "train.ckpt_every=100000",
               "--set", "train.sample_every=0", "--set", "train.log_every=5"]
+    prepare("digits", progress=False)  # in the session's cache before two processes read it
+    # the uninterrupted run trains alongside the interrupted one: one thread each, on two cores
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"
-    subprocess.run(genforge("train", "--out", full, *common), check=True, timeout=600, capture_output=True)
+    with open(tmp_path / "full.log", "w") as full_log:
+        uninterrupted = subprocess.Popen(genforge("train", "--out", full, *common), stdout=full_log,
+                                         stderr=subprocess.STDOUT, env=env)
 
     part = tmp_path / "part"
-    proc = subprocess.Popen(genforge("train", "--out", part, *common), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(genforge("train", "--out", part, *common), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not ((part / "metrics.jsonl").exists() and (part / "metrics.jsonl").read_text().count("\n") >= 2):
         time.sleep(0.05)
@@ -38,8 +46,10 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     stopped_at = int(err.split("interrupted at step ")[1].split(";")[0])
     assert 0 < stopped_at < 600
 
-    resumed = subprocess.run(genforge("train", "--out", part, "--resume", "--quiet"), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(genforge("train", "--out", part, "--resume", "--quiet"), capture_output=True, text=True,
+                             timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr
+    assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "full.log").read_text()[-2000:]
     a, b = load_tensors(full / "trainer_state.safetensors"), load_tensors(part / "trainer_state.safetensors")
     assert a.keys() == b.keys()
     for k in a:
@@ -47,12 +57,25 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_writes_grids_code_summary_and_report(tmp_path):
+def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
+    """`genforge demo` as its entry point runs it (the real plan: default models on mnist and pycode, the
+    classifier extractor), at the smallest budget: 20 steps a family and 10 scored images. It runs in this
+    process (``run_main``) so that what the command line does not expose can be made small too: the text
+    runs are scored on 8 samples of 64 tokens and the diffusion likelihood bound on 2 timesteps an image
+    (the demo's defaults, 100 x 256 tokens and 32 timesteps, cost minutes on a CPU and check nothing more)."""
+    import functools
+
+    import genforge.demo
+    import genforge.evaluate.evaluator as evaluator
+    from clitools import run_main
+
+    monkeypatch.setattr(genforge.demo, "run_demo", functools.partial(genforge.demo.run_demo, eval_n_text=8))
+    monkeypatch.setattr(evaluator, "TEXT_SAMPLE_TOKENS", 64)
+    monkeypatch.setattr(evaluator, "QUICK_LIKELIHOOD_SAMPLES", 2)
     out = tmp_path / "demo"
-    proc = subprocess.run(genforge("demo", "--out", out, "--minutes", "1.2", "--eval-n", "60", "--quiet"),
-                          capture_output=True, text=True,
-                          timeout=900, env={**os.environ})
+    proc = run_main("demo", "--out", out, "--minutes", "0.1", "--eval-n", "10", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"summary: {out / 'summary.md'}" in proc.stdout
     summary = (out / "summary.md").read_text()
     for family in ("diffusion", "gan", "vae", "transformer"):
         assert family in summary
@@ -66,8 +89,9 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path):
     assert report.count("real data (held-out)") >= 2  # the image table and the text table
     assert report.count('class="grid"') >= 3 and "http://" not in report and "https://" not in report
     for family in ("diffusion", "gan", "vae"):
-        assert json.loads((out / "runs" / family / "eval.json").read_text())["results"]["classifier/n=60"]["n"] == 60
+        assert json.loads((out / "runs" / family / "eval.json").read_text())["results"]["classifier/n=10"]["n"] == 10
+    assert json.loads((out / "runs" / "transformer" / "eval.json").read_text())["results"]["text/n=8"]["n"] == 8
     assert "FD " in summary and "bits/byte" in summary and "report.html" in summary
-    # a second demo into the same folder needs --overwrite, and then works
-    again = subprocess.run(genforge("demo", "--out", out, "--minutes", "0.1", "--quiet"), capture_output=True, text=True)
+    # a second demo into the same folder needs --overwrite (refused before any training)
+    again = run_main("demo", "--out", out, "--minutes", "0.1", "--quiet")
     assert again.returncode == 1 and "--overwrite" in again.stderr

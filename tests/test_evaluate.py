@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import cli, one_error_line
+from clitools import one_error_line, run_main
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -611,7 +611,7 @@ def test_cli_eval_bad_inputs_give_one_line_errors(vae_run, text_runs, tmp_path):
     }
     failures = []
     for what, (options, run, expected) in cases.items():
-        proc = cli("eval", run, "--quiet", "--device", "cpu", *options)
+        proc = run_main("eval", run, "--quiet", "--device", "cpu", *options)
         try:
             line = one_error_line(proc)
             assert expected.lower() in line.lower(), line
@@ -648,14 +648,18 @@ def test_cli_compare_refuses_runs_on_different_data(vae_run, tmp_path):
     digits_run = copy_run(vae_run, tmp_path / "on-digits")
     train(family="vae", data="mnist", out=tmp_path / "on-mnist", steps=3)
     report = tmp_path / "report.html"
-    proc = cli("compare", digits_run, tmp_path / "on-mnist", "--n", "30", "--features", "random", "--out", report,
-               "--quiet", "--device", "cpu")
+    # compare scores both runs before it sees they differ; one importance sample keeps the VAE's likelihood
+    # bound (1000 a held-out image by default: most of a minute on mnist) from being the test's cost
+    proc = run_main("compare", digits_run, tmp_path / "on-mnist", "--n", "30", "--features", "random", "--out", report,
+                    "--likelihood-samples", "1", "--quiet", "--device", "cpu")
     line = one_error_line(proc)
     assert "cannot compare" in line and "on-digits" in line and "on-mnist" in line
     assert not report.exists()
     # --out naming a folder is refused before any work, and nothing is written
-    proc = cli("compare", digits_run, "--n", "30", "--out", tmp_path, "--quiet", "--device", "cpu")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_main("compare", digits_run, "--n", "30", "--out", tmp_path, "--quiet", "--device", "cpu")
     assert "is a directory" in one_error_line(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 # ---- found along the way -----------------------------------------------------------------------------------

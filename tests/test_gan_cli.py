@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import cli, invoke, one_error_line
+from clitools import invoke, one_error_line, run_main
 from PIL import Image
 
 import genforge
@@ -77,20 +77,22 @@ def test_bad_gan_options_get_one_line_errors(run, tmp_path):
          "unknown gan loss 'wgan-gp'"),
     ]
     for args, expected in cases:
-        assert expected in one_error_line(cli(*args)), args
+        assert expected in one_error_line(run_main(*args)), args
 
 
 @pytest.mark.slow
 def test_conditional_samples_carry_their_label(tmp_path):
     """A class-conditional GAN trained briefly on the 8x8 digits draws digits a classifier trained on the
-    real ones recognises as the requested label far above chance (10%)."""
+    real ones recognises as the requested label far above chance (10%).
+
+    Measured accuracy (train.seed 0-3): 400 steps 0.98-0.99, 1,500 steps 0.96-0.97; 100 steps still 0.79."""
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
 
     digits = load_digits()
     classifier = LogisticRegression(max_iter=2000).fit(digits.data / 16.0, digits.target)
-    genforge.train(family="gan", data="digits", out=tmp_path / "run", steps=1500, progress=False,
-                   overrides=["train.sample_every=0", "train.ckpt_every=0"])
+    genforge.train(family="gan", data="digits", out=tmp_path / "run", steps=400, progress=False,
+                   overrides=["train.sample_every=0", "train.ckpt_every=0", "train.seed=0"])
     model = genforge.load(tmp_path / "run")
     hits = 0
     for label in range(10):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clitools import cli, invoke, one_error_line
+from clitools import invoke, one_error_line, run_main
 
 import genforge
 from genforge.data.codecs import read_png_params
@@ -71,4 +71,4 @@ def test_latent_options_are_refused_where_they_do_not_apply(run, inputs, tmp_pat
         (["refine", run, "--input", inputs[0], "--attribute", "1:12"], "out of range"),
     ]
     for args, expected in cases:
-        assert expected in one_error_line(cli(*args)), args
+        assert expected in one_error_line(run_main(*args)), args
