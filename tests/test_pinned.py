@@ -30,7 +30,7 @@ def test_a_pinned_run_loads_and_samples_what_it_sampled_when_pinned(name):
     for key, want in expected.items():
         assert got[key].dtype == want.dtype and got[key].shape == want.shape, key
         if want.is_floating_point():  # images: the same up to float rounding of another CPU's kernels
-            assert torch.allclose(got[key], want, atol=1e-5, rtol=0), (key, (got[key] - want).abs().max())
+            assert torch.allclose(got[key], want, atol=1e-4, rtol=0), (key, (got[key] - want).abs().max())
         else:  # token ids: exactly
             assert torch.equal(got[key], want), key
 
