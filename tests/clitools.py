@@ -9,11 +9,25 @@ import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 
+def command(*args) -> list[str]:
+    """The argv of `genforge ARGS...` run by this interpreter."""
+    return [sys.executable, "-m", "genforge.cli", *map(str, args)]
+
+
+def environment(extra: dict | None = None) -> dict:
+    """This process's environment for a `genforge` process: unbuffered output, one intra-op and BLAS thread."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **(extra or {})}
+
+
 def cli(*args, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`genforge ARGS...` in a subprocess (unbuffered, one BLAS thread); returns the finished process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "genforge.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(command(*args), capture_output=True, text=True, env=environment(env), timeout=timeout)
+
+
+def start(*args) -> subprocess.Popen:
+    """`genforge ARGS...` started in a subprocess (as ``cli``) and left running: to signal, kill or race it."""
+    return subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment())
 
 
 def run_main(*args) -> subprocess.CompletedProcess:

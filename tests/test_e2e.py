@@ -6,17 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
+from clitools import command
 
 from genforge.io import load_tensors
-
-
-def genforge(*args):
-    return [sys.executable, "-m", "genforge.cli", *map(str, args)]
 
 
 @pytest.mark.slow
@@ -30,11 +26,11 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"
     with open(tmp_path / "full.log", "w") as full_log:
-        uninterrupted = subprocess.Popen(genforge("train", "--out", full, *common), stdout=full_log,
+        uninterrupted = subprocess.Popen(command("train", "--out", full, *common), stdout=full_log,
                                          stderr=subprocess.STDOUT, env=env)
 
     part = tmp_path / "part"
-    proc = subprocess.Popen(genforge("train", "--out", part, *common), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(command("train", "--out", part, *common), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not ((part / "metrics.jsonl").exists() and (part / "metrics.jsonl").read_text().count("\n") >= 2):
@@ -46,7 +42,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     stopped_at = int(err.split("interrupted at step ")[1].split(";")[0])
     assert 0 < stopped_at < 600
 
-    resumed = subprocess.run(genforge("train", "--out", part, "--resume", "--quiet"), capture_output=True, text=True,
+    resumed = subprocess.run(command("train", "--out", part, "--resume", "--quiet"), capture_output=True, text=True,
                              timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "full.log").read_text()[-2000:]

@@ -9,14 +9,12 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from clitools import one_error_line, run_main
+from clitools import one_error_line, run_main, start
 
 import genforge
 from genforge import io as gio
@@ -28,17 +26,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # a VAE small enough that a step takes a millisecond or two
 TINY_VAE = ["--family", "vae", "--data", "digits", "--quiet", "--set", "model.latent_dim=4", "--set", "model.width=8",
             "--set", "train.sample_every=0", "--set", "train.log_every=5", "--set", "train.batch_size=16"]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def genforge_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "genforge.cli", *map(str, args)]
-
-
-def start(*args) -> subprocess.Popen:
-    return subprocess.Popen(genforge_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-
-
 def wait_for(predicate, timeout: float = 120.0) -> None:
     deadline = time.time() + timeout
     while not predicate():

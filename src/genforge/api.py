@@ -83,10 +83,7 @@ def train(
         if family is None or data is None:
             raise ConfigError("training needs --family and --data")
         config = make_config(family, data, steps=steps, overrides=overrides, **train_options)
-        if Path(out).exists() and not Path(out).is_dir():
-            raise RunError(f"--out {out} is a file; expected a directory for the run")
-        if (Path(out) / "config.yaml").exists():  # checked again under the lock, in Run.create
-            raise RunError(f"run directory {out} already holds a run; pass --resume to continue it or choose another --out")
+        Run.check_free(out)  # before preparing data; checked again under the lock, in Run.create
         prepared = prepare(config.data.source, config.data, progress=progress)
         family_cls = get_family(family)
         if prepared.spec.modality not in family_cls.modalities:

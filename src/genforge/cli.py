@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import sys
 from pathlib import Path
@@ -399,17 +398,14 @@ def main() -> None:
         _echo_err("interrupted")
         sys.exit(130)
     except OSError as e:
-        if e.errno not in STORAGE_ERRNOS:
-            raise
         # a write the library did not wrap (a third-party writer): still one line naming the path
-        from genforge.io import storage_error
+        from genforge.io import STORAGE_HINTS, storage_error
 
+        if e.errno not in STORAGE_HINTS:
+            raise
         _echo_err(f"error: {storage_error(e.filename or 'a file', e)}")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 if __name__ == "__main__":

@@ -160,6 +160,13 @@ class Range:
             return False
         return value == value  # NaN is in no range
 
+    def check(self, name: str, value: Any, integer: bool = False) -> None:
+        """A one-line ConfigError naming ``name``, the range and the value, when ``value`` is not a number in it."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.contains(value):
+            hint = f" ({self.hint})" if self.hint else ""
+            raise ConfigError(f"{name} must be {'an integer' if integer else 'a number'} {self.describe()}{hint}, "
+                              f"got {value!r}")
+
     def describe(self) -> str:
         def num(v: float) -> str:
             return str(v) if isinstance(v, int) else f"{v:g}"
@@ -196,12 +203,8 @@ def check_ranges(cfg: Any, ranges: dict[str, Range], where: str) -> None:
     """A ``ConfigError`` naming the first value of ``cfg`` outside its range (None means "not set": allowed)."""
     for name, valid in ranges.items():
         value = getattr(cfg, name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid.contains(value):
-            hint = f" ({valid.hint})" if valid.hint else ""
-            kind = "an integer" if isinstance(getattr(type(cfg), name, None), int) else "a number"
-            raise ConfigError(f"{where}.{name} must be {kind} {valid.describe()}{hint}, got {value!r}")
+        if value is not None:
+            valid.check(f"{where}.{name}", value, integer=isinstance(getattr(type(cfg), name, None), int))
 
 
 def check_count(n: Any, what: str, limit: int, low: int = 1) -> int:

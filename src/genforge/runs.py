@@ -54,13 +54,19 @@ class Run:
     def samples_dir(self) -> Path:
         return self.path / "samples"
 
+    @staticmethod
+    def check_free(path: str | Path) -> None:
+        """A one-line RunError when a new run cannot be created at ``path``: a file is there, or a run."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunError(f"--out {path} is a file; expected a directory for the run")
+        if (path / "config.yaml").exists():
+            raise RunError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --out")
+
     @classmethod
     def create(cls, path: str | Path, config: RunConfig, spec: DataSpec, tokenizer=None) -> "Run":
         path = Path(path)
-        if (path / "config.yaml").exists():
-            raise RunError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --out")
-        if path.exists() and not path.is_dir():
-            raise RunError(f"--out {path} is a file; expected a directory for the run")
+        cls.check_free(path)
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path, config, spec)
         if tokenizer is not None:
@@ -86,8 +92,8 @@ class Run:
             raise RunError(f"{path} has an unreadable config.yaml or spec.json ({type(e).__name__}); expected files written by genforge") from None
         return cls(path, config, spec)
 
-    def read_metrics(self) -> list[dict]:
-        """metrics.jsonl records, oldest first; a line cut short by a kill is skipped."""
+    def _metric_lines(self) -> list[tuple[str, dict | None]]:
+        """Each line of metrics.jsonl with its record; None for a line that is not one (cut short by a kill)."""
         if not self.metrics_path.is_file():
             return []
         out = []
@@ -95,10 +101,21 @@ class Run:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
-                out.append(rec)
+                rec = None
+            out.append((line, rec if isinstance(rec, dict) and isinstance(rec.get("step"), int) else None))
         return out
+
+    def read_metrics(self) -> list[dict]:
+        """metrics.jsonl records, oldest first; a line cut short by a kill is skipped."""
+        return [rec for _, rec in self._metric_lines() if rec is not None]
+
+    def trim_metrics(self, step: int) -> None:
+        """Keep only the metrics.jsonl records up to ``step`` (training restarts there: what a killed process
+        logged after its last checkpoint goes), so the file reads as one uninterrupted run."""
+        lines = self._metric_lines()
+        kept = [line for line, rec in lines if rec is not None and rec["step"] <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def model_step(self) -> int | None:
         """The training step model.safetensors was saved at; None when it is missing or unreadable."""

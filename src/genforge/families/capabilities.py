@@ -49,7 +49,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check(type(self).__name__, f, getattr(self, f.name))
+            _check(f, getattr(self, f.name))
 
     @classmethod
     def make(cls, values: dict[str, Any], family: str, capability: str) -> "Settings":
@@ -84,7 +84,7 @@ class Settings:
         return out
 
 
-def _check(where: str, f, value: Any) -> None:
+def _check(f, value: Any) -> None:
     if value is None:
         return
     kind, valid, choices = f.metadata["kind"], f.metadata.get("range"), f.metadata.get("choices")
@@ -104,10 +104,8 @@ def _check(where: str, f, value: Any) -> None:
         raise ConfigError(f"{name} must be a string or a list of strings, got {value!r}")
     if choices and value not in choices:
         raise ConfigError(f"unknown {name} '{value}'; expected one of: {', '.join(choices)}")
-    if valid is not None and not valid.contains(value):
-        what = "an integer" if kind == "int" else "a number"
-        raise ConfigError(f"{name} must be {what} {valid.describe()}{f' ({valid.hint})' if valid.hint else ''}, "
-                          f"got {value!r}")
+    if valid is not None:
+        valid.check(name, value, integer=kind == "int")
 
 
 def offered(table: dict[str, type[Settings]]) -> str:

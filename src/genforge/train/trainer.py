@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from genforge.errors import RunError, TrainingDiverged
 from genforge.families.base import Family
-from genforge.io import atomic_write_text, save_tensors, storage_error
+from genforge.io import save_tensors, storage_error
 from genforge.runs import Run
 from genforge.io import unique_state
 from genforge.train.checkpoint import load_state, save_state
@@ -155,24 +155,6 @@ class Trainer:
         self.items_seen = int(info.get("items_seen", 0))
         if self.ema is not None:
             self.ema.updates = int(info.get("ema_updates", 0))
-
-    def _trim_metrics(self) -> None:
-        """Drop metrics.jsonl records past the step training restarts from (logged by a process that was
-        killed before its next checkpoint), so the file reads as one uninterrupted run."""
-        path = self.run.metrics_path
-        if not path.is_file():
-            return
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = []
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= self.global_step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-        if len(kept) != len(lines):
-            atomic_write_text(path, "".join(kept))
 
     # ---- logging ------------------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
@@ -328,7 +310,7 @@ class Trainer:
             self.load_checkpoint()
         if resume:  # the checkpoint loaded: now the run's config may record the new settings (--steps, ...)
             self.run.save_config()
-            self._trim_metrics()
+            self.run.trim_metrics(self.global_step)
         if self.cfg.compile:
             self.compile()
         start = time.perf_counter()
