@@ -45,7 +45,7 @@ def train_for_budget(family: str, data: str, run_dir: Path, overrides: list[str]
 
     import genforge
     from genforge.api import make_config
-    from genforge.data import prepare
+    from genforge.modalities import prepare
     from genforge.demo import seconds_per_step
 
     config = make_config(family, data, overrides=overrides, device="cpu", seed=seed)

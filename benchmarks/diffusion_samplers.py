@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     import genforge
-    from genforge.data import prepare
+    from genforge.modalities import prepare
     from genforge.evaluate.evaluator import Evaluator
     from genforge.evaluate.image_metrics import image_scores
     from genforge.evaluate.results import describe

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from genforge.api import make_config
-from genforge.data import prepare
+from genforge.modalities import prepare
 from genforge.runs import Run
 from genforge.train.trainer import Trainer
 

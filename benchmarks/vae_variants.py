@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import genforge
     from genforge.api import make_config
-    from genforge.data import prepare
+    from genforge.modalities import prepare
     from genforge.errors import GenforgeError
     from genforge.evaluate.evaluator import Evaluator
     from genforge.io import atomic_write_text

@@ -15,7 +15,6 @@ from genforge.data.codecs import (
     TEXT_DIVIDER,
     ImageCodec,
     TextCodec,
-    codec_for,
     grid_shape,
     read_png_params,
 )
@@ -115,11 +114,15 @@ def test_text_grid_has_dividers(tmp_path):
     assert "abc\nd" in text
 
 
-def test_codec_for():
-    assert isinstance(codec_for(DataSpec("image", (1, 28, 28))), ImageCodec)
+def test_each_modality_picks_its_codec():
+    from genforge.modalities import get_modality
+
+    image = DataSpec("image", (1, 28, 28))
+    assert isinstance(get_modality("image").codec(image, None), ImageCodec)
     tok = CharTokenizer.from_text("xy")
-    assert isinstance(codec_for(DataSpec("text", (16,), vocab_size=3), tok), TextCodec)
+    text = DataSpec("text", (16,), vocab_size=3)
+    assert isinstance(get_modality("text").codec(text, tok), TextCodec)
     with pytest.raises(DataError, match="tokenizer"):
-        codec_for(DataSpec("text", (16,), vocab_size=3), None)
-    with pytest.raises(DataError, match="no codec"):
-        codec_for(DataSpec("audio", (1, 100)))
+        get_modality("text").codec(text, None)
+    with pytest.raises(DataError, match="unknown modality 'audio'; known: image, text, codes"):
+        get_modality("audio")

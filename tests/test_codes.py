@@ -12,9 +12,8 @@ from clitools import invoke, one_error_line, run_main
 from PIL import Image
 
 import genforge
-from genforge.data import prepare
-from genforge.data.codes import CodeTokenizer
-from genforge.data.tokenizers import load_tokenizer
+from genforge.modalities import get_modality, prepare
+from genforge.modalities.codes import CodeTokenizer
 from genforge.config import DataConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,7 +62,7 @@ def test_the_prior_samples_images_through_the_vq_vae(prior, vq, tmp_path):
     assert files == ["000000.png", "000001.png", "000002.png", "000003.png", "grid.png"]
     assert Image.open(tmp_path / "out" / "000000.png").size == (8, 8)
     assert list((prior / "samples").glob("*.png"))  # the training grids are images too
-    assert load_tokenizer(prior / "tokenizer.json").run == str(vq.resolve())
+    assert get_modality("codes").load_tokenizer(prior / "tokenizer.json").run == str(vq.resolve())
 
 
 def test_codes_errors_are_one_line(vq, prior, tmp_path):
@@ -79,3 +78,34 @@ def test_codes_errors_are_one_line(vq, prior, tmp_path):
     ]
     for args, expected in cases:
         assert expected in one_error_line(run_main(*args)), args
+
+
+def test_a_prior_is_its_own_modality_and_is_scored_as_the_images_it_makes(prior, vq, tmp_path):
+    import json
+    import shutil
+
+    model = genforge.load(prior, device="cpu")
+    assert model.spec.modality == "codes" and set(model.capabilities) == {"sample", "likelihood"}
+    result = genforge.evaluate(prior, n=20, features="random", reference=True, progress=False, device="cpu",
+                               save=False)
+    # decoded through the VQ-VAE and scored against its training images, like an image run on digits
+    assert result["modality"] == "image" and result["extractor"]["name"] == "random"
+    assert result["reference"]["data"] == "digits" and result["reference"]["split"] == "train"
+    assert {"fd", "kid", "precision", "recall", "val_loss"} <= set(result["metrics"])
+    assert result["sampling"]["unit"] == "img"
+    vq_result = genforge.evaluate(vq, n=20, features="random", progress=False, device="cpu", save=False)
+    from genforge.evaluate.results import comparison_key
+
+    assert comparison_key(vq_result) == comparison_key(result)  # one table in a report
+
+    # a prior made before codes were a modality recorded its data as "text": it loads and samples the same
+    old = tmp_path / "old-prior"
+    shutil.copytree(prior, old)
+    spec = json.loads((old / "spec.json").read_text())
+    (old / "spec.json").write_text(json.dumps({**spec, "modality": "text"}))
+    legacy = genforge.load(old, device="cpu")
+    assert legacy.spec.modality == "codes" and legacy.writes_images
+    assert torch.equal(legacy.sample(3, seed=0), model.sample(3, seed=0))
+    assert json.loads((old / "spec.json").read_text())["modality"] == "text"  # the run on disk is left as it was
+    proc = run_main("train", "--out", old, "--resume", "--steps", "12", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import genforge.data
+import genforge.modalities.image
 from genforge.config import DataConfig
-from genforge.data import cache_dir, list_sources, prepare
+from genforge.data import cache_dir
+from genforge.modalities import list_sources, prepare
 from genforge.data import cache as data_cache
 from genforge.data.datasets import ImageDataset, TextDataset
 from genforge.data.images import split_indices
@@ -511,7 +513,7 @@ def test_interrupted_build_leaves_no_entry(monkeypatch, tmp_path):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(genforge.data.cache, "write_images", killed)
+    monkeypatch.setattr(genforge.modalities.image, "write_images", killed)
     with pytest.raises(KeyboardInterrupt):
         prepare("digits", progress=False)
     assert os.listdir(tmp_path / "c") == []
@@ -523,3 +525,12 @@ def test_interrupted_build_leaves_no_entry(monkeypatch, tmp_path):
     monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "c"))
     prepare("digits", progress=False)
     assert not stale.exists()
+
+
+def test_the_data_package_still_names_prepare():
+    """``genforge.data.prepare`` (the name older notebooks use) is the modalities' prepare."""
+    import genforge.modalities
+
+    assert genforge.data.prepare is genforge.modalities.prepare
+    assert genforge.data.list_sources is genforge.modalities.list_sources
+    assert genforge.prepare is genforge.modalities.prepare

@@ -386,7 +386,7 @@ class ByteTokenizer:
 
 
 def test_stream_never_shows_half_a_multi_byte_character(monkeypatch):
-    from genforge.api import Model
+    from genforge.models import TextModel as Model
     from genforge.data.codecs import TextCodec
 
     tokenizer = ByteTokenizer()

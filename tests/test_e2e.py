@@ -17,7 +17,7 @@ from genforge.io import load_tensors
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
-    from genforge.data import prepare
+    from genforge.modalities import prepare
 
     common = ["--family", "vae", "--data", "digits", "--steps", "600", "--quiet", "--set", "train.ckpt_every=100000",
               "--set", "train.sample_every=0", "--set", "train.log_every=5"]
@@ -63,10 +63,11 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
 
     import genforge.demo
     import genforge.evaluate.evaluator as evaluator
+    import genforge.evaluate.scorers.text as text_scorer
     from clitools import run_main
 
     monkeypatch.setattr(genforge.demo, "run_demo", functools.partial(genforge.demo.run_demo, eval_n_text=8))
-    monkeypatch.setattr(evaluator, "TEXT_SAMPLE_TOKENS", 64)
+    monkeypatch.setattr(text_scorer, "TEXT_SAMPLE_TOKENS", 64)
     monkeypatch.setattr(evaluator, "QUICK_LIKELIHOOD_SAMPLES", 2)
     out = tmp_path / "demo"
     proc = run_main("demo", "--out", out, "--minutes", "0.1", "--eval-n", "10", "--quiet")

@@ -40,7 +40,7 @@ def train(**kwargs):
 
 @pytest.fixture(scope="module")
 def digits(genforge_cache):
-    from genforge.data import prepare
+    from genforge.modalities import prepare
 
     return prepare("digits", progress=False)
 
@@ -83,10 +83,11 @@ def copy_run(run: Path, dest: Path) -> Path:
 
 
 def evaluator_for(run: Path, prepared, features: str, n: int = 30):
+    """The image scorer an Evaluator builds for ``prepared`` (its reference features and extractor)."""
     from genforge.evaluate.evaluator import Evaluator
     from genforge.runs import Run
 
-    return Evaluator(Run.open(run), prepared, features=features, n=n, progress=False)
+    return Evaluator(prepared, data=Run.open(run).config.data.source, features=features, n=n, progress=False).scorer
 
 
 # ---- 1, 2: the scores respond to corruption, and are 0 on the real data itself ---------------------------
@@ -223,7 +224,7 @@ def test_extractor_weights_do_not_depend_on_the_global_rng(quick_extractors, mon
 
 
 def test_extractor_choice_errors(digits, tmp_path, genforge_cache):
-    from genforge.data import prepare
+    from genforge.modalities import prepare
     from genforge.evaluate.extractors import get_extractor, resolve_name
 
     with pytest.raises(ConfigError, match="unknown feature extractor 'inception'.*classifier, autoencoder, random"):
@@ -364,7 +365,8 @@ LIKELIHOOD_SAMPLES = 20  # importance samples: the reporting default (1,000) cos
 def test_evaluate_image_run(vae_run, digits, tmp_path):
     import genforge
     from genforge.api import load
-    from genforge.evaluate.evaluator import REFERENCE_NAME, evaluate
+    from genforge.api import evaluate
+    from genforge.evaluate.evaluator import REFERENCE_NAME
     from genforge.evaluate.extractors import get_extractor
     from genforge.evaluate.results import load_results
 
@@ -466,7 +468,7 @@ def independent_val_loss(run: Path, n_bytes_of) -> tuple[float, int, int]:
     """(total nats, predicted tokens, UTF-8 bytes of those tokens) over non-overlapping windows of the
     validation stream, computed from the network's logits."""
     from genforge.api import load
-    from genforge.data import prepare
+    from genforge.modalities import prepare
 
     model = load(run, device="cpu")
     prepared = prepare(model.run.config.data.source, model.run.config.data, progress=False)
@@ -492,7 +494,7 @@ def utf8_bytes(tokenizer, y):
 
 @pytest.mark.parametrize("key", ["txt", "unicode"])
 def test_text_bits_per_byte_and_perplexity(text_runs, key):
-    from genforge.evaluate.evaluator import evaluate
+    from genforge.api import evaluate
 
     res = evaluate(text_runs[key], n=8, progress=False, save=False, device="cpu")
     m = res["metrics"]
@@ -509,7 +511,7 @@ def test_text_bits_per_byte_and_perplexity(text_runs, key):
 
 
 def test_text_sample_metrics_and_parse_share_only_for_code(text_runs):
-    from genforge.evaluate.evaluator import evaluate
+    from genforge.api import evaluate
 
     text = evaluate(text_runs["txt"], n=8, progress=False, save=False, device="cpu", reference=True)
     code = evaluate(text_runs["py"], n=8, progress=False, save=False, device="cpu", reference=True)
@@ -527,7 +529,7 @@ def test_text_sample_metrics_and_parse_share_only_for_code(text_runs):
 
 
 def test_text_reference_row_with_a_small_validation_split(tmp_path):
-    from genforge.evaluate.evaluator import evaluate
+    from genforge.api import evaluate
 
     source = corpus(tmp_path, "small.txt", "hello world, this is a small corpus.\n" * 60)  # ~220 val tokens
     train(family="transformer", data=f"text:{source}", out=tmp_path / "small", steps=2, overrides=TINY_TRANSFORMER)
@@ -569,7 +571,7 @@ def test_eval_every_logs_scores_and_leaves_training_untouched(family, tmp_path, 
     from genforge.cli import app
 
     shown = runner.invoke(app, ["info", str(tmp_path / "scored")], catch_exceptions=False).output
-    assert "items/s (last)" in shown and "main/loss" in shown, shown
+    assert "speed (last)" in shown and "img/s" in shown and "main/loss" in shown, shown
 
 
 def test_eval_every_rejects_bad_values(tmp_path):
@@ -674,7 +676,7 @@ def test_genforge_train_stays_callable(genforge_cache):
 def test_parameter_counts_come_from_the_meta_device_and_match_a_real_build(family, tmp_path):
     # compare's overview counts parameters without allocating or initialising a network
     from genforge.api import make_config
-    from genforge.data import prepare
+    from genforge.modalities import prepare
     from genforge.runs import Run
 
     config = make_config(family, "digits", steps=1)

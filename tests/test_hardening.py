@@ -243,10 +243,10 @@ def test_checkpoints_are_also_written_by_elapsed_time(tmp_path, minutes, mid_run
 
 # ---- sizes ----------------------------------------------------------------------------------------
 def test_many_samples_are_written_batch_by_batch_and_the_first_batch_is_one_call(tiny_run, tmp_path, monkeypatch):
-    from genforge import api
+    from genforge.models import batches as sample_batches
 
-    monkeypatch.setattr(api, "SAMPLE_BATCH", 4)
-    monkeypatch.setattr(api, "GRID_MAX", 6)
+    monkeypatch.setattr(sample_batches, "SAMPLE_BATCH", 4)
+    monkeypatch.setattr(sample_batches, "GRID_MAX", 6)
     model = genforge.load(tiny_run, device="cpu")
     batches = []
     real = model._sample_batch
@@ -309,7 +309,7 @@ def test_a_mask_of_the_input_size_is_accepted_even_when_the_run_is_smaller(tmp_p
 
 def test_token_samples_from_several_batches_line_up(tmp_path, monkeypatch):
     """Text batches may end at different lengths; the rows come back padded with end-of-text."""
-    from genforge import api
+    from genforge.models import batches as sample_batches
 
     text = tmp_path / "t.txt"
     text.write_text("abc\n" * 200)
@@ -317,7 +317,7 @@ def test_token_samples_from_several_batches_line_up(tmp_path, monkeypatch):
                    overrides=["data.block_size=16", "model.n_layer=1", "model.n_embd=16", "model.n_head=2",
                               "train.sample_every=0"])
     model = genforge.load(tmp_path / "gpt", device="cpu")
-    monkeypatch.setattr(api, "SAMPLE_BATCH", 2)
+    monkeypatch.setattr(sample_batches, "SAMPLE_BATCH", 2)
     lengths = iter([5, 9, 3])
     real = model.family.sample
 

@@ -1,6 +1,7 @@
-"""Imports flow one way: cli -> api -> train / evaluate -> runs -> families -> nets / sampling -> data ->
-config, errors, io. A module imports its own layer and the layers below, never above; no two modules import
-each other through any path; and every module imports on its own, in a fresh state."""
+"""Imports flow one way: cli -> demo -> refine -> api -> models -> train / evaluate -> modalities -> runs ->
+families -> nets / sampling -> data -> config, errors, io. A module imports its own layer and the layers
+below, never above; no two modules import each other through any path; and every module imports on its
+own, in a fresh state."""
 
 from __future__ import annotations
 
@@ -13,11 +14,9 @@ import genforge
 
 SRC = Path(genforge.__file__).parent
 # top first: each entry is the first name under genforge (a module or a package)
-LAYERS = [{"cli"}, {"demo"}, {"refine"}, {"api"}, {"train", "evaluate"}, {"runs"}, {"families"},
-          {"nets", "sampling"}, {"data"}, {"config", "errors", "io", "runlock"}]
-# the one edge that still points up: a VQ-VAE's code grids are read by opening its run; it goes when codes
-# become a modality of their own (the open-architecture issue)
-KNOWN_UPWARD = {("genforge.data.codes", "genforge.runs")}
+LAYERS = [{"cli"}, {"demo"}, {"refine"}, {"api"}, {"models"}, {"train", "evaluate"}, {"modalities"}, {"runs"},
+          {"families"}, {"nets", "sampling"}, {"data"}, {"config", "errors", "io", "runlock"}]
+KNOWN_UPWARD: set[tuple[str, str]] = set()  # none: every edge points down
 
 
 def modules() -> dict[str, Path]:

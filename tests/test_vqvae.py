@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genforge.cli import app
-from genforge.data import prepare
+from genforge.modalities import prepare
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
 from genforge.families import get_family

@@ -8,17 +8,17 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["train", "load", "make_config", "Model", "prepare", "evaluate", "GenforgeError"]
+__all__ = ["train", "load", "make_config", "Model", "prepare", "evaluate", "compare", "GenforgeError"]
 
 
 def __getattr__(name: str):
     # Imported lazily so that `import genforge` (and `genforge --help`) stays fast.
-    if name in ("train", "load", "make_config", "Model"):
+    if name in ("train", "load", "make_config", "Model", "compare"):
         from genforge import api
 
         return getattr(api, name)
     if name == "prepare":
-        from genforge.data import prepare
+        from genforge.modalities import prepare
 
         return prepare
     if name == "evaluate":

@@ -131,7 +131,7 @@ def sample(
                   "top_k": top_k, "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty}
     conditions = {k: v for k, v in conditions.items() if v is not None}
     out = out or (run / "generated" / f"seed-{seed}")
-    streaming = model.spec.modality == "text" and n == 1 and not model.writes_images
+    streaming = n == 1 and model.offers("stream")
     started = False
 
     def show(piece: str) -> None:
@@ -147,7 +147,7 @@ def sample(
         if not started:
             typer.echo(f"--- {paths[0].name}")
         typer.echo("")
-    elif not model.writes_images:
+    elif model.codec.suffix == ".txt":
         for p in paths:
             typer.echo(f"--- {p.name}")
             typer.echo(p.read_text(encoding="utf-8"))
@@ -234,7 +234,7 @@ def info(
     spec = about["data"]
     rows = [
         ("family", about["family"]),
-        ("data", spec["source"]),
+        ("data", f"{spec['source']} ({spec['modality']} data; samples are {spec['writes']} files)"),
         ("data shape", " x ".join(map(str, spec["shape"])) + (f" (vocab {spec['vocab_size']})" if spec["vocab_size"] else "")),
         ("classes", str(spec["num_classes"] or "none")),
         ("parameters", f"{about['parameters']:,}"),
@@ -242,7 +242,7 @@ def info(
     ]
     last = about["last_training_record"]
     if last:
-        rows.append(("items/s (last)", f"{last['items_per_s']:,.1f}"))
+        rows.append(("speed (last)", f"{last['items_per_s']:,.1f} {spec['unit']}/s"))
         rows += [(k, f"{v:.4f}") for k, v in last.items() if k.endswith("/loss")]
     latest = about["latest_eval"]
     if latest:
@@ -261,12 +261,14 @@ def info(
 @data_app.command("list")
 def data_list() -> None:
     """Built-in sources, and whether each is cached."""
-    from genforge.data import cache_dir, list_sources
+    from genforge.data import cache_dir
+    from genforge.modalities import all_modalities, list_sources
 
     for s in list_sources():
         mark = "cached" if s.get("cached") else "-"
         typer.echo(f"{s['name']:<8} {mark:<7} {s['description']}")
-    typer.echo("paths:   folder:PATH (images, labels from sub-folders)   text:PATH (a text file or a folder)")
+    for form in (form for m in all_modalities() for form in m.path_forms.values()):
+        typer.echo(f"path:    {form}")
     typer.echo(f"cache:   {cache_dir()}")
 
 
@@ -281,7 +283,7 @@ def data_prepare(
 ) -> None:
     """Decode and cache a source; print its manifest."""
     from genforge.config import DataConfig
-    from genforge.data import prepare
+    from genforge.modalities import prepare
 
     cfg = DataConfig(source=source)
     if image_size is not None:
@@ -317,7 +319,7 @@ def eval_run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Score a run's samples against real data; prints a table and writes RUN/eval.json."""
-    from genforge.evaluate import evaluate
+    from genforge.api import evaluate
     from genforge.evaluate.results import describe
 
     result = evaluate(run, n=n, features=features, weights=weights, seed=seed, device=device, progress=not quiet,
@@ -353,7 +355,7 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """One HTML page comparing runs: metrics, sample grids, training curves, speeds, sizes."""
-    from genforge.evaluate import compare as compare_runs
+    from genforge.api import compare as compare_runs
 
     path = compare_runs(runs, out, n=n, n_text=n_text, features=features, weights=weights, seed=seed, device=device,
                         progress=not quiet, log=typer.echo, likelihood_samples=likelihood_samples)

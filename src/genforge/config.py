@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -162,7 +163,8 @@ class Range:
 
     def check(self, name: str, value: Any, integer: bool = False) -> None:
         """A one-line ConfigError naming ``name``, the range and the value, when ``value`` is not a number in it."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.contains(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not self.contains(value) or (integer and int(value) != value)):
             hint = f" ({self.hint})" if self.hint else ""
             raise ConfigError(f"{name} must be {'an integer' if integer else 'a number'} {self.describe()}{hint}, "
                               f"got {value!r}")
@@ -205,6 +207,15 @@ def check_ranges(cfg: Any, ranges: dict[str, Range], where: str) -> None:
         value = getattr(cfg, name)
         if value is not None:
             valid.check(f"{where}.{name}", value, integer=isinstance(getattr(type(cfg), name, None), int))
+
+
+def check_choices(cfg: Any, choices: dict[str, Sequence[str]], prefix: str = "") -> None:
+    """A ``ConfigError`` naming the first value of ``cfg`` that is not one of its choices (e.g. "unknown gan loss
+    'x'; expected one of: ..." with ``prefix`` "gan ")."""
+    for name, valid in choices.items():
+        value = getattr(cfg, name)
+        if value not in valid:
+            raise ConfigError(f"unknown {prefix}{name} '{value}'; expected one of: {', '.join(valid)}")
 
 
 def check_count(n: Any, what: str, limit: int, low: int = 1) -> int:

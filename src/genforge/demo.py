@@ -57,9 +57,8 @@ def seconds_per_step(config, prepared, probes: int = 4) -> float:
 def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print, plan: tuple[DemoPart, ...] = PLAN, eval_n: int = EVAL_N,
              eval_n_text: int = EVAL_N_TEXT) -> Path:
-    from genforge.api import load, make_config, train
-    from genforge.data import prepare
-    from genforge.evaluate.compare import compare
+    from genforge.api import compare, load, make_config, train
+    from genforge.modalities import prepare
     from genforge.evaluate.evaluator import QUICK_LIKELIHOOD_SAMPLES
 
     if not minutes > 0:
@@ -95,7 +94,7 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
             warmup_steps=min(config.train.warmup_steps, steps // 10),
         )
         model = load(runs_dir / part.family)
-        if prepared.spec.modality == "image":
+        if model.writes_images:
             paths = model.save_samples(64, out / "samples" / part.family, seed=0)
             shutil.copyfile(out / "samples" / part.family / "grid.png", out / f"{part.family}.png")
             shown = f"![{part.family}]({part.family}.png)"
@@ -109,8 +108,7 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
             shown = "[code_samples.txt](code_samples.txt)"
             n_out = len(texts)
         losses = ", ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in result.last_losses.items() if k.endswith("/loss"))
-        unit = "tok/s" if prepared.spec.modality == "text" else "img/s"
-        rows.append((part.family, part.data, result.step, result.seconds, f"{result.items_per_s:,.0f} {unit}",
+        rows.append((part.family, part.data, result.step, result.seconds, model.modality.rate(result.items_per_s),
                      f"{model.num_parameters / 1e6:.2f} M", losses, shown, n_out))
     log(f"[demo] scoring the runs against real data ({eval_n} images / {eval_n_text} texts each) for the report")
     report = compare([runs_dir / part.family for part in plan], out / "report.html", n=eval_n, n_text=eval_n_text,

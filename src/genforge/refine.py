@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from genforge.api import Model
+from genforge.models import ImageModel, Model, TextModel
 from genforge.errors import ConfigError
 from genforge.io import atomic_write_text
 
@@ -53,11 +53,19 @@ def refine(model: Model, *, input: str | Path | None = None, mask: str | Path | 
     if input is not None and text_mode:
         raise ConfigError("use either --input (images) or --prefix-file/--suffix-file (text), not both")
     if text_mode:
+        _expect(model, TextModel, "--prefix-file/--suffix-file (fill in the middle)", "text")
         return _infill(model, prefix or "", suffix or "", out, seed, settings)
+    _expect(model, ImageModel, "--input", "image")
     image = model.load_image(input)
     if model.offers("inpaint") or model.offers("img2img"):
         return _denoise(model, Path(input), image, mask, strength, n, towards, attribute, out, seed, settings)
     return _latent(model, Path(input), image, mask, strength, n, towards, attribute, out, seed, settings)
+
+
+def _expect(model: Model, cls: type, what: str, kind: str) -> None:
+    if not isinstance(model, cls):
+        raise ConfigError(f"{what} applies to {kind} runs; {model.run.path} holds {model.spec.modality} data "
+                          f"(it offers: {', '.join(model.capabilities)})")
 
 
 def _infill(model: Model, prefix: str, suffix: str, out: str | Path | None, seed: int, settings: dict) -> Refined:
@@ -155,6 +163,7 @@ def sample_interpolation(model: Model, seeds: Sequence[int] | str, n: int = 8, l
         except ValueError:
             raise ConfigError(f"--interpolate takes 2 or 4 comma-separated seeds, e.g. 3,7; got '{seeds}'") from None
     seeds = [int(s) for s in seeds]
+    _expect(model, ImageModel, "--interpolate", "image")
     images = model.interpolate(seeds, n=n, label=label, truncation=truncation)
     out = Path(out) if out is not None else model.run.path / "generated" / f"interpolate-{'-'.join(map(str, seeds))}"
     params = {"family": model.run.config.family, "run": str(model.run.path), "mode": "interpolate", "seeds": seeds,

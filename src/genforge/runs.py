@@ -138,16 +138,6 @@ class Run:
         with torch.device("meta"):
             return sum(p.numel() for p in build_family(self.config, self.spec).parameters())
 
-    def load_tokenizer(self):
-        if self.spec.modality != "text":
-            return None
-        from genforge.data.tokenizers import load_tokenizer
-
-        try:
-            return load_tokenizer(self.tokenizer_path)
-        except GenforgeError as e:
-            raise RunError(f"run {self.path}: {e}") from None
-
     def load_family(self, device=None) -> Family:
         """The family with the sampling weights (model.safetensors), in eval mode."""
         family = self.build_family()

@@ -8,8 +8,9 @@
                                             past 65,535 ids)
         tokenizer.json                      char or bpe, as in a run
 
-The key hashes the source, the preparation parameters (for text: the tokenizer type and, for BPE, the
-vocabulary size) and, for sources read from files, each file's relative path, size and mtime: edit a
+Each modality (``genforge.modalities``) writes and reads its own arrays; this module keys, builds,
+checks and removes entries for all of them. The key hashes the source, the preparation parameters
+(for text: the tokenizer type and, for BPE, the vocabulary size) and, for sources read from files, each file's relative path, size and mtime: edit a
 file and the next run rebuilds. An entry is built in a temporary folder and renamed into place, so a
 kill never leaves a half-built entry; one that fails its checks (disk damage, a hand edit) is deleted
 and rebuilt.
@@ -31,11 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from genforge.data.images import ImageData, split_indices
 from genforge.data.sources import Source
-from genforge.data.text import TextCorpus, write_token_streams
-from genforge.data.tokenizers import Tokenizer, load_tokenizer
-from genforge.errors import DataError
 from genforge.io import atomic_write_json, ensure_dir, storage_error
 
 FORMAT_VERSION = 3  # bump when the layout changes: old entries then simply stop matching
@@ -50,7 +47,7 @@ class Entry:
     path: Path
     manifest: dict
     arrays: dict[str, np.ndarray | None]  # "train_images", "train_labels", ... or "train", "val" token streams
-    tokenizer: Tokenizer | None = None
+    tokenizer: object | None = None
 
 
 def cache_dir() -> Path:
@@ -66,11 +63,11 @@ def fingerprint(root: Path, files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def entry_path(source: Source, params: dict) -> Path:
+def entry_path(source: Source, params: dict, files: list[Path] | None = None, root: Path | None = None) -> Path:
+    """Where ``source`` prepared with ``params`` is cached; ``files`` (read from under ``root``) key it too."""
     key = {"format": FORMAT_VERSION, "source": source.canonical, "params": params}
-    files = source.files()
     if files is not None:
-        key["files"] = fingerprint(source.root, files)
+        key["files"] = fingerprint(root, files)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / f"{source.slug}-{digest}"
 
@@ -117,44 +114,8 @@ def remove_abandoned_builds(parent: Path) -> None:
             continue  # still being set up, another machine's, or not ours to judge
 
 
-def write_images(tmp: Path, source: Source, params: dict, data: ImageData, val_fraction: float) -> dict:
-    train_idx, val_idx = split_indices(len(data.images), val_fraction)
-    for split, idx in (("train", train_idx), ("val", val_idx)):
-        np.save(tmp / f"{split}_images.npy", data.images[idx])
-        if data.labels is not None:
-            np.save(tmp / f"{split}_labels.npy", data.labels[idx])
-    train = data.images[train_idx]
-    pixels = train.transpose(1, 0, 2, 3).reshape(train.shape[1], -1)
-    return {
-        **_common(source, params, "image"),
-        "shape": list(data.images.shape[1:]),
-        "sizes": {"train": int(len(train_idx)), "val": int(len(val_idx))},
-        "num_classes": len(data.class_names) if data.labels is not None else None,
-        "class_names": list(data.class_names) if data.labels is not None else [],
-        # per channel, on the [0, 1] scale, over the training split
-        "pixel_mean": [round(float(p.mean(dtype=np.float64)) / 255, 6) for p in pixels],
-        "pixel_std": [round(float(p.std(dtype=np.float64)) / 255, 6) for p in pixels],
-        "skipped": list(data.skipped),
-    }
-
-
-def write_text(tmp: Path, source: Source, params: dict, tokenizer: Tokenizer, corpus: TextCorpus,
-               progress: bool = True) -> dict:
-    """Tokenise ``corpus`` into train.bin/val.bin in ``tmp`` (streaming, see ``text.write_token_streams``)."""
-    tokenizer.save(tmp / "tokenizer.json")
-    info = write_token_streams(corpus.documents, tokenizer, tmp, params["val_fraction"], progress, corpus.characters)
-    return {
-        **_common(source, params, "text"),
-        "tokenizer": tokenizer.type,
-        "vocab_size": tokenizer.vocab_size,
-        "special_ids": tokenizer.special_ids,
-        "sizes": info["tokens"],
-        "characters": corpus.characters,
-        **info,
-    }
-
-
-def _common(source: Source, params: dict, modality: str) -> dict:
+def manifest_header(source: Source, params: dict, modality: str) -> dict:
+    """The fields every manifest starts with; a modality's ``write`` adds its own."""
     from genforge import __version__
 
     return {
@@ -168,19 +129,20 @@ def _common(source: Source, params: dict, modality: str) -> dict:
 
 
 # ---- reading -----------------------------------------------------------------------------------
-def open_entry(path: Path) -> Entry | None:
-    """The entry at ``path``; None when there is none, or when it was corrupt (it is then deleted, with a warning)."""
+def open_entry(path: Path, read: Callable[[Path, dict], Entry]) -> Entry | None:
+    """The entry at ``path`` read by ``read(path, manifest)``; None when there is none, or when it was corrupt
+    (it is then deleted, with a warning)."""
     if not path.exists():
         return None
     try:
-        return read_entry(path)
+        return read_entry(path, read)
     except CorruptEntry as e:
         warnings.warn(f"cache entry {path} is corrupt ({e}); rebuilding it", stacklevel=3)
         shutil.rmtree(path, ignore_errors=True)
         return None
 
 
-def read_entry(path: Path) -> Entry:
+def read_entry(path: Path, read: Callable[[Path, dict], Entry]) -> Entry:
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -188,58 +150,24 @@ def read_entry(path: Path) -> Entry:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
         raise CorruptEntry("manifest.json is not a genforge cache manifest of this version")
     try:
-        if manifest["modality"] == "image":
-            return _read_images(path, manifest)
-        if manifest["modality"] == "text":
-            return _read_text(path, manifest)
+        return read(path, manifest)
     except (KeyError, TypeError) as e:
         raise CorruptEntry(f"manifest.json lacks {e}") from None
-    raise CorruptEntry(f"unknown modality {manifest.get('modality')!r}")
 
 
-def _read_images(path: Path, manifest: dict) -> Entry:
-    shape = tuple(manifest["shape"])
-    arrays: dict[str, np.ndarray | None] = {}
-    for split in ("train", "val"):
-        n = manifest["sizes"][split]
-        images = _load_npy(path / f"{split}_images.npy")
-        if images.dtype != np.uint8 or images.shape != (n, *shape):
-            raise CorruptEntry(f"{split}_images.npy holds {images.dtype} {images.shape}, expected uint8 {(n, *shape)}")
-        labels = None
-        if manifest["num_classes"] is not None:
-            labels = _load_npy(path / f"{split}_labels.npy")
-            if labels.dtype != np.int64 or labels.shape != (n,):
-                raise CorruptEntry(f"{split}_labels.npy holds {labels.dtype} {labels.shape}, expected int64 ({n},)")
-            if n and (labels.min() < 0 or labels.max() >= manifest["num_classes"]):
-                raise CorruptEntry(f"{split}_labels.npy has labels outside 0..{manifest['num_classes'] - 1}")
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
-    return Entry(path, manifest, arrays)
-
-
-def _read_text(path: Path, manifest: dict) -> Entry:
-    try:
-        tokenizer = load_tokenizer(path / "tokenizer.json")
-    except DataError as e:
-        raise CorruptEntry(str(e)) from None
-    if tokenizer.vocab_size != manifest["vocab_size"]:
-        raise CorruptEntry(f"tokenizer.json has {tokenizer.vocab_size} tokens, the manifest says {manifest['vocab_size']}")
-    if manifest["token_dtype"] not in ("uint16", "uint32"):
-        raise CorruptEntry(f"token_dtype is {manifest['token_dtype']!r}, expected 'uint16' or 'uint32'")
-    dtype = np.dtype(manifest["token_dtype"])
-    arrays: dict[str, np.ndarray | None] = {}
-    for split in ("train", "val"):
-        file, n = path / f"{split}.bin", manifest["tokens"][split]
-        size = file.stat().st_size if file.is_file() else -1
-        if size != n * dtype.itemsize:
-            raise CorruptEntry(f"{file.name} has {size} bytes, expected {n * dtype.itemsize}")
-        arrays[split] = np.memmap(file, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
-        if n and int(arrays[split].max()) >= tokenizer.vocab_size:
-            raise CorruptEntry(f"{file.name} holds token ids outside the vocabulary")
-    return Entry(path, manifest, arrays, tokenizer)
-
-
-def _load_npy(file: Path) -> np.ndarray:
+def load_npy(file: Path) -> np.ndarray:
     try:
         return np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise CorruptEntry(f"{file.name} unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def load_token_stream(file: Path, n: int, dtype: np.dtype, vocab_size: int) -> np.ndarray:
+    """``n`` token ids of ``dtype`` from ``file`` as a read-only memmap, checked against the vocabulary."""
+    size = file.stat().st_size if file.is_file() else -1
+    if size != n * dtype.itemsize:
+        raise CorruptEntry(f"{file.name} has {size} bytes, expected {n * dtype.itemsize}")
+    stream = np.memmap(file, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
+    if n and int(stream.max()) >= vocab_size:
+        raise CorruptEntry(f"{file.name} holds token ids outside the vocabulary")
+    return stream

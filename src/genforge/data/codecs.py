@@ -3,6 +3,13 @@
     ImageCodec().save(x, "out/", {"seed": 0})      000000.png ... grid.png settings.json
     TextCodec(tokenizer).save(tokens, "out/", {})   000000.txt ... settings.json
 
+Every codec speaks the same small protocol, which is what the API and the trainer use (a modality
+picks the codec, ``Modality.codec``): ``decode(tensors)`` gives the items users get (images, texts);
+``write_items(items, out, params, start)`` writes them one file each, numbered from ``start``;
+``finish(first_items, out, params)`` writes what goes beside them once (a preview grid, settings.json);
+``grid(tensors, path, params)`` writes one preview file (training sample grids; the codec's ``suffix``);
+``item_shape(spec)`` is the shape of one decoded item held in memory (None for texts).
+
 Every PNG carries the generation parameters as JSON in a text chunk named "genforge"
 (``read_png_params`` reads it back); ``settings.json`` beside the files records them too.
 All files are written atomically.
@@ -68,6 +75,12 @@ class ImageCodec:
         atomic_write_bytes(out_dir / "grid.png", png_bytes(to_pil(make_grid(to_uint8(x))), params))
         atomic_write_json(out_dir / "settings.json", _plain(params))
 
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def item_shape(self, spec: DataSpec) -> tuple[int, ...]:
+        return tuple(spec.shape)
+
     def grid(self, x: torch.Tensor, path: str | os.PathLike, params: dict[str, Any], columns: int | None = None) -> Path:
         """One grid PNG of all items, near-square unless ``columns`` is given (training sample grids, strips)."""
         path = Path(path)
@@ -116,6 +129,19 @@ class TextCodec:
     def decode_all(self, tokens: torch.Tensor, prompt_len: int = 0) -> list[str]:
         return [self.decode_one(row, prompt_len) for row in _rows(tokens)]
 
+    def decode(self, tokens: torch.Tensor) -> list[str]:
+        return self.decode_all(tokens)
+
+    def item_shape(self, spec: DataSpec) -> None:
+        return None  # texts are small: no memory estimate needed
+
+    def write_items(self, texts: list[str], out_dir: str | os.PathLike, params: dict[str, Any], start: int = 0) -> list[Path]:
+        return self.save_texts(texts, out_dir, params, start, settings=False)
+
+    def finish(self, texts: list[str], out_dir: str | os.PathLike, params: dict[str, Any]) -> None:
+        """settings.json, once every sample is written."""
+        atomic_write_json(ensure_dir(out_dir, "output folder") / "settings.json", _plain(params))
+
     def save(self, tokens: torch.Tensor, out_dir: str | os.PathLike, params: dict[str, Any], prompt_len: int = 0) -> list[Path]:
         """Write 000000.txt, 000001.txt, ... and settings.json; returns the per-item paths."""
         return self.save_texts(self.decode_all(tokens, prompt_len), out_dir, params)
@@ -142,26 +168,6 @@ class TextCodec:
             parts.append(f"{TEXT_DIVIDER} sample {i} {TEXT_DIVIDER}\n{text}")
         atomic_write_text(path, "\n".join(parts) + "\n")
         return path
-
-
-# codecs for token streams of a registered tokenizer type (name -> codec class taking the tokenizer)
-TOKEN_CODECS: dict[str, Any] = {}
-
-
-def register_token_codec(tokenizer_type: str, codec: Any) -> None:
-    """Token ids of tokenizers of ``tokenizer_type`` are written by ``codec(tokenizer)`` instead of as text."""
-    TOKEN_CODECS[tokenizer_type] = codec
-
-
-def codec_for(spec: DataSpec, tokenizer=None) -> ImageCodec | TextCodec:
-    if spec.modality == "image":
-        return ImageCodec()
-    if spec.modality == "text":
-        if tokenizer is None:
-            raise DataError("text data needs its tokenizer to be written as files; the run's tokenizer.json is missing")
-        # a tokenizer type may bring its own codec: a prior over VQ-VAE code grids writes images (data.codes)
-        return TOKEN_CODECS.get(getattr(tokenizer, "type", None), TextCodec)(tokenizer)
-    raise DataError(f"no codec for {spec.modality!r} data; known: image, text")
 
 
 def pixel_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -519,27 +519,20 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = No
     return TOKENIZER_TYPES[kind].train(texts, vocab_size, progress=progress)
 
 
-# tokenizer.json types other modules add (name -> a reader of the file's dict); data.codes registers "codes"
-REGISTERED_TYPES: dict[str, Callable[[dict], Tokenizer]] = {}
-
-
-def register_tokenizer_type(kind: str, from_dict: Callable[[dict], Tokenizer]) -> None:
-    """Let ``load_tokenizer`` read tokenizer.json files of type ``kind`` (not one a user trains on text)."""
-    REGISTERED_TYPES[kind] = from_dict
-
-
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Read a tokenizer.json written by any tokenizer class, dispatching on its "type" field."""
+def load_tokenizer(path: str | os.PathLike, types: dict[str, Callable[[dict], Tokenizer]] | None = None) -> Tokenizer:
+    """Read a tokenizer.json written by any tokenizer class, dispatching on its "type" field; ``types`` adds
+    readers of types that are not trained on text (a modality's own, e.g. a VQ-VAE's codes)."""
+    extra = types or {}
     path = Path(path)
     if not path.is_file():
         raise DataError(f"tokenizer file {path} is missing; expected the tokenizer.json written by genforge")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         kind = d.get("type") if isinstance(d, dict) else None
-        if kind in REGISTERED_TYPES:  # e.g. a VQ-VAE's code book (genforge.data.codes), not trained on text
-            return REGISTERED_TYPES[kind](d)
+        if kind in extra:
+            return extra[kind](d)
         if kind not in TOKENIZER_TYPES:
-            raise ValueError(f"unknown tokenizer type {kind!r}; known: {', '.join([*TOKENIZER_TYPES, *REGISTERED_TYPES])}")
+            raise ValueError(f"unknown tokenizer type {kind!r}; known: {', '.join([*TOKENIZER_TYPES, *extra])}")
         return TOKENIZER_TYPES[kind].from_dict(d)
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, DataError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -1,10 +1,11 @@
-"""Evaluation: feature extractors, metrics, results and the side-by-side comparison report.
+"""Evaluation: scorers per modality, feature extractors, metrics, results and the comparison report.
 
     result = genforge.evaluate("runs/gan", n=1000)        # also written to runs/gan/eval.json
     genforge.evaluate.compare(["runs/gan", "runs/vae"], "report.html")
 
-``genforge.evaluate`` is this package and, for the notebook form above, also callable: calling it
-calls ``evaluator.evaluate``.
+The path-taking forms above are ``genforge.api.evaluate`` and ``genforge.api.compare``; this package's
+``Evaluator`` takes prepared data and a family. ``genforge.evaluate`` is this package and, for the
+notebook form, also callable: calling it calls ``genforge.api.evaluate``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import types
 
 
 def evaluate(*args, **kwargs):
-    """See ``genforge.evaluate.evaluator.evaluate``."""
-    from genforge.evaluate.evaluator import evaluate as _evaluate
+    """See ``genforge.api.evaluate``."""
+    from genforge.api import evaluate as _evaluate
 
     return _evaluate(*args, **kwargs)
 
 
 def compare(*args, **kwargs):
-    """See ``genforge.evaluate.compare.compare``."""
-    from genforge.evaluate.compare import compare as _compare
+    """See ``genforge.api.compare``."""
+    from genforge.api import compare as _compare
 
     return _compare(*args, **kwargs)
 

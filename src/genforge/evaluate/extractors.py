@@ -135,7 +135,7 @@ def get_extractor(name: str, prepared, *, seed: int = 0, weights: str | Path | N
     trained on its training split on first use and cached."""
     from genforge.data.cache import cache_dir
 
-    if prepared.spec.modality != "image":
+    if prepared.spec.kind != "image":
         raise ConfigError("feature extractors apply to image data")
     device = torch.device(device)
     name = resolve_name(name, prepared.spec.num_classes is not None)

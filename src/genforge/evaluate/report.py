@@ -33,12 +33,13 @@ class ReportRun:
     name: str  # run directory name, e.g. "diffusion"
     family: str  # diffusion | gan | vae | transformer
     data: str  # data source, e.g. "mnist"
-    modality: str  # "image" | "text"
+    modality: str  # the modality's name: "image", "text", "codes", ...
     parameters: int
     steps: int
     train_items_per_s: float | None  # training speed
     sample_items_per_s: float | None  # sampling speed
-    unit: str  # "img" or "tok"
+    unit: str  # what training speed counts: "img", "tok", ...
+    sample_unit: str | None = None  # what sampling speed counts, when not ``unit`` (a codes prior makes images)
     grid_png: bytes | None = None  # image runs: PNG bytes of a sample grid
     text_samples: list[str] = field(default_factory=list)  # text runs: a few generated texts
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # {"main/loss": [(25, 0.9), ...]}
@@ -191,7 +192,7 @@ def _overview(runs: list[ReportRun]) -> str:
             f'<td class="num">{_esc(format_parameters(r.parameters))}</td>'
             f'<td class="num">{_esc(_steps(r.steps))}</td>'
             f'<td class="num">{_esc(format_speed(r.train_items_per_s, r.unit))}</td>'
-            f'<td class="num">{_esc(format_speed(r.sample_items_per_s, r.unit))}</td>'
+            f'<td class="num">{_esc(format_speed(r.sample_items_per_s, r.sample_unit or r.unit))}</td>'
             "</tr>"
         )
     return (
@@ -210,7 +211,7 @@ def _card(r: ReportRun) -> str:
         f"<dt>parameters</dt><dd>{_esc(format_parameters(r.parameters))}</dd>"
         f"<dt>steps</dt><dd>{_esc(_steps(r.steps))}</dd>"
         f"<dt>train</dt><dd>{_esc(format_speed(r.train_items_per_s, r.unit))}</dd>"
-        f"<dt>sampling</dt><dd>{_esc(format_speed(r.sample_items_per_s, r.unit))}</dd>"
+        f"<dt>sampling</dt><dd>{_esc(format_speed(r.sample_items_per_s, r.sample_unit or r.unit))}</dd>"
         f"</dl>"
     )
     if r.grid_png:

@@ -30,20 +30,25 @@ EVAL_FILE = "eval.json"
 
 def new_result(run, *, n: int, seed: int, reference: dict, extractor: dict | None, metrics: dict,
                sampling: dict | None, seconds: float, name: str | None = None,
-               examples: list[str] | None = None) -> dict:
+               examples: list[str] | None = None, modality: str | None = None) -> dict:
     step = run.model_step()
     return {
         "format": FORMAT, "name": name or run.path.name, "run": str(run.path), "family": run.config.family,
-        "data": run.config.data.source, "modality": run.spec.modality, "step": -1 if step is None else step, "n": n, "seed": seed,
+        "data": run.config.data.source, "modality": modality or run.spec.modality, "step": -1 if step is None else step, "n": n, "seed": seed,
         "reference": reference, "extractor": extractor, "metrics": {k: float(v) for k, v in metrics.items()},
         "sampling": sampling, "examples": list(examples or []), "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
+def scored_by(result: dict) -> str:
+    """What measured a result: its feature extractor's name, else its scorer's ("text" for results that
+    predate the field)."""
+    return result["extractor"]["name"] if result.get("extractor") else result.get("scorer", "text")
+
+
 def result_key(result: dict) -> str:
-    """Where a result is kept in eval.json: one entry per extractor and sample count."""
-    extractor = result["extractor"]["name"] if result.get("extractor") else "text"
-    return f"{extractor}/n={result['n']}"
+    """Where a result is kept in eval.json: one entry per extractor (or scorer) and sample count."""
+    return f"{scored_by(result)}/n={result['n']}"
 
 
 def comparison_key(result: dict) -> tuple:
@@ -106,7 +111,7 @@ def find_result(run_path: str | Path, extractor: str, n: int | None) -> dict | N
     """The kept result made with ``extractor`` ("text" for text runs) and ``n`` samples (None: any n),
     the most recent first."""
     matches = [r for r in load_results(run_path).values()
-               if (n is None or r.get("n") == n) and (r.get("extractor") or {}).get("name", "text") == extractor]
+               if (n is None or r.get("n") == n) and scored_by(r) == extractor]
     return max(matches, key=lambda r: r.get("created", "")) if matches else None
 
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
-from genforge.data.spec import DataSpec
+from genforge.data.spec import KINDS, DataSpec
 from genforge.errors import ConfigError
 from genforge.families.capabilities import Plain, Settings, declare, offered
 
@@ -38,7 +38,7 @@ class OptimizerGroup:
 class Family(nn.Module, abc.ABC):
     name: ClassVar[str]
     Config: ClassVar[type]
-    modalities: ClassVar[tuple[str, ...]] = ("image",)
+    accepts: ClassVar[tuple[str, ...]] = ("image",)  # the DataSpec kinds it trains on (DataSpec.kind)
     # defaults for TrainConfig fields that suit this family (a user's value always wins)
     train_defaults: ClassVar[dict[str, Any]] = {}
     # what it can do, each with its settings dataclass (see capabilities.py); the API dispatches on this
@@ -54,10 +54,9 @@ class Family(nn.Module, abc.ABC):
 
     def __init__(self, config: Any, spec: DataSpec):
         super().__init__()
-        if spec.modality not in self.modalities:
-            raise ConfigError(
-                f"family '{self.name}' does not handle {spec.modality} data; it handles: {', '.join(self.modalities)}"
-            )
+        if spec.kind not in self.accepts:
+            raise ConfigError(f"family '{self.name}' does not handle {spec.modality} data given as "
+                              f"{spec.describe_kind()}; it handles {' or '.join(KINDS[k] for k in self.accepts)}")
         self.config = config
         self.spec = spec
 

@@ -23,7 +23,6 @@ them up.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from genforge.data.spec import DataSpec
+from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
 from genforge.families.capabilities import DiffusionSampling, Img2Img, Inpaint, Likelihood, declare
 from genforge.families.base import Family, Phase, eval_mode
@@ -86,7 +86,7 @@ class DiffusionConfig:
 class Diffusion(Family):
     name = "diffusion"
     Config = DiffusionConfig
-    modalities = ("image",)
+    accepts = ("image",)
     train_defaults: ClassVar[dict[str, Any]] = {"lr": 2e-3, "batch_size": 16, "ema_decay": 0.995, "warmup_steps": 100}
     capabilities = declare(sample=DiffusionSampling, img2img=Img2Img, inpaint=Inpaint, likelihood=Likelihood)
     # new runs condition on labels when the data has them (older runs keep the dataclass defaults)
@@ -179,19 +179,19 @@ class Diffusion(Family):
 
     # ---- sampling -----------------------------------------------------------------------------
     def sigmas(self, steps: int | None = None, spacing: str | None = None) -> torch.Tensor:
-        steps = self.config.sample_steps if steps is None else _int(steps, "steps")
+        steps = self.config.sample_steps if steps is None else steps
         spacing = self.config.spacing if spacing is None else spacing
         return sampling_sigmas(self.alphas_cumprod, steps, spacing).to(self.device)
 
-    def _settings(self, sampler: str | None, eta: float | None, guidance: float | None) -> tuple[str, float | None, float]:
-        sampler = self.config.sampler if sampler is None else str(sampler)
-        if sampler not in solvers.SAMPLERS:
-            raise ConfigError(f"unknown sampler '{sampler}'; expected one of: {', '.join(solvers.SAMPLERS)}")
+    def _settings(self, capability: str, **given: Any) -> tuple[str, float | None, float]:
+        """Every option checked by the capability's settings dataclass (``capabilities.py``: names, kinds,
+        ranges, choices); then (sampler, eta, guidance) with the run's defaults for those not given."""
+        options = self.settings(capability, given)
+        sampler = self.config.sampler if options.sampler is None else options.sampler
+        eta = options.eta
         if eta is None and sampler == "ddim":
             eta = self.config.eta
-        guidance = self.config.guidance if guidance is None else float(guidance)
-        if not math.isfinite(guidance) or guidance < 0:
-            raise ConfigError(f"guidance must be a finite number >= 0, got {guidance}")
+        guidance = self.config.guidance if options.guidance is None else float(options.guidance)
         return sampler, (None if eta is None else float(eta)), guidance
 
     def _labels(self, n: int, label: Any, guidance: float, generator: torch.Generator | None) -> torch.Tensor | None:
@@ -232,7 +232,8 @@ class Diffusion(Family):
         uniformly) and ``guidance`` (0 unconditional, 1 conditional, > 1 classifier-free guidance).
         """
         self.reject_conditions(self.name, conditions)
-        sampler, eta, guidance = self._settings(sampler, eta, guidance)
+        sampler, eta, guidance = self._settings("sample", steps=steps, eta=eta, label=label, sampler=sampler,
+                                                spacing=spacing, guidance=guidance)
         sigmas = self.sigmas(steps, spacing)
         x = self._noise(n, sigmas[0], generator)  # noise first: the same seed gives the same noise for any label
         labels = self._labels(n, label, guidance, generator)
@@ -258,9 +259,8 @@ class Diffusion(Family):
         generator; in between, the last round(strength * steps) steps of the ladder are run.
         """
         image = self._check_images(image)
-        if not 0 <= float(strength) <= 1:
-            raise ConfigError(f"strength must be in [0, 1], got {strength}")
-        sampler, eta, guidance = self._settings(sampler, eta, guidance)
+        sampler, eta, guidance = self._settings("img2img", strength=strength, steps=steps, eta=eta, label=label,
+                                                sampler=sampler, spacing=spacing, guidance=guidance)
         sigmas = self.sigmas(steps, spacing)
         steps = len(sigmas) - 1
         run = round(float(strength) * steps)
@@ -301,10 +301,9 @@ class Diffusion(Family):
             raise ConfigError(f"mask must be shaped (1, 1, H, W) or (B, 1, H, W) for images {tuple(image.shape)}, "
                               f"got {tuple(mask.shape)}")
         mask = (mask.to(self.device) > 0.5).float()
-        resample = self.config.resample if resample is None else _int(resample, "resample")
-        if resample < 1:
-            raise ConfigError(f"resample must be at least 1, got {resample}")
-        sampler, eta, guidance = self._settings(sampler, eta, guidance)
+        sampler, eta, guidance = self._settings("inpaint", steps=steps, eta=eta, label=label, sampler=sampler,
+                                                spacing=spacing, guidance=guidance, resample=resample)
+        resample = self.config.resample if resample is None else resample
         sigmas = self.sigmas(steps, spacing)
         n = image.shape[0]
         x = self._noise(n, sigmas[0], generator)
@@ -339,10 +338,9 @@ class Diffusion(Family):
         class-conditional model (a bound on -log p(x | y)); without them its unconditional half is used.
         """
         x = self._check_images(batch["x"])
-        steps = self.config.likelihood_steps if samples is None else _int(samples, "samples")
+        self.settings("likelihood", {"samples": samples})
+        steps = self.config.likelihood_steps if samples is None else samples
         T = self.config.timesteps
-        if not 1 <= steps:
-            raise ConfigError(f"likelihood steps must be at least 1, got {steps}")
         labels = None
         if self.num_classes:
             y = batch.get("y")
@@ -440,34 +438,12 @@ def discretised_gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_std: torch
     return -torch.log((upper - lower).clamp(min=1e-12))
 
 
+MODEL_CHOICES = {"prediction": PREDICTIONS, "loss_weighting": LOSS_WEIGHTINGS, "sampler": solvers.SAMPLERS,
+                 "spacing": SPACINGS}
+MODEL_RANGES = {"min_snr_gamma": Range(0, open_low=True), "label_dropout": Range(0, 1, open_high=True),
+                "eta": Range(0, 1), "guidance": Range(0), "resample": Range(1), "likelihood_steps": Range(1)}
+
+
 def check_config(config: DiffusionConfig) -> None:
-    if config.prediction not in PREDICTIONS:
-        raise ConfigError(f"unknown prediction '{config.prediction}'; expected one of: {', '.join(PREDICTIONS)}")
-    if config.loss_weighting not in LOSS_WEIGHTINGS:
-        raise ConfigError(f"unknown loss_weighting '{config.loss_weighting}'; expected one of: {', '.join(LOSS_WEIGHTINGS)}")
-    if not config.min_snr_gamma > 0:
-        raise ConfigError(f"min_snr_gamma must be positive, got {config.min_snr_gamma}")
-    if not 0 <= config.label_dropout < 1:
-        raise ConfigError(f"label_dropout must be in [0, 1), got {config.label_dropout}")
-    if config.sampler not in solvers.SAMPLERS:
-        raise ConfigError(f"unknown sampler '{config.sampler}'; expected one of: {', '.join(solvers.SAMPLERS)}")
-    if config.spacing not in SPACINGS:
-        raise ConfigError(f"unknown spacing '{config.spacing}'; expected one of: {', '.join(SPACINGS)}")
-    if not 0 <= config.eta <= 1:
-        raise ConfigError(f"eta must be in [0, 1], got {config.eta}")
-    if not config.guidance >= 0:
-        raise ConfigError(f"guidance must be >= 0, got {config.guidance}")
-    if config.resample < 1:
-        raise ConfigError(f"resample must be at least 1, got {config.resample}")
-    if config.likelihood_steps < 1:
-        raise ConfigError(f"likelihood_steps must be at least 1, got {config.likelihood_steps}")
-
-
-def _int(value: Any, name: str) -> int:
-    try:
-        ok = not isinstance(value, bool) and int(value) == value
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    return int(value)
+    check_choices(config, MODEL_CHOICES)
+    check_ranges(config, MODEL_RANGES, "model")

@@ -37,6 +37,7 @@ from torch import nn
 
 from genforge.data.augment import diff_augment, parse_policy
 from genforge.data.spec import DataSpec
+from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
 from genforge.families.capabilities import GanSampling, Interpolation, Inversion, Variations, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
@@ -104,7 +105,7 @@ class Discriminator(nn.Module):
 class GAN(Family):
     name = "gan"
     Config = GANConfig
-    modalities = ("image",)
+    accepts = ("image",)
     capabilities = declare(sample=GanSampling, encode=Inversion, interpolate=Interpolation, variations=Variations)
     # measured on 28x28 MNIST in a ~2 minute CPU budget (~3,000 steps): DCGAN's 2e-4 at batch 64 gives
     # blotchy digits there; small batches at 5e-4 reach clean ones (the cosine decay brings lr down late)
@@ -253,8 +254,7 @@ class GAN(Family):
         classes (each class gets the restarts) and returns the labels it chose; else labels is None.
         """
         self.check_images(images)
-        if steps < 1 or restarts < 1:
-            raise ConfigError(f"inversion needs steps >= 1 and restarts >= 1, got {steps} and {restarts}")
+        self.settings("encode", {"steps": steps, "restarts": restarts, "label": label})
         target = images.to(self.device, torch.float32)
         b = target.shape[0]
         if self.num_classes and label is None:
@@ -291,18 +291,13 @@ def spread(images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     return torch.stack(groups).mean() if groups else diversity(images)
 
 
+MODEL_CHOICES = {"backbone": BACKBONES, "loss": LOSSES}
+MODEL_RANGES = {"latent_dim": Range(1), "width": Range(1), "gp_weight": Range(0), "r1_gamma": Range(0),
+                "r1_every": Range(1), "d_steps": Range(1),
+                "lr_gen": Range(0, open_low=True, hint="or unset to use train.lr"),
+                "lr_disc": Range(0, open_low=True, hint="or unset to use train.lr")}
+
+
 def check_config(config: GANConfig) -> None:
-    if config.latent_dim < 1 or config.width < 1:
-        raise ConfigError(f"gan latent_dim and width must be positive integers, got {config.latent_dim} and {config.width}")
-    if config.backbone not in BACKBONES:
-        raise ConfigError(f"unknown gan backbone '{config.backbone}'; expected one of: {', '.join(BACKBONES)}")
-    if config.loss not in LOSSES:
-        raise ConfigError(f"unknown gan loss '{config.loss}'; expected one of: {', '.join(LOSSES)}")
-    if config.gp_weight < 0 or config.r1_gamma < 0:
-        raise ConfigError(f"gp_weight and r1_gamma must be >= 0, got {config.gp_weight} and {config.r1_gamma}")
-    if config.r1_every < 1 or config.d_steps < 1:
-        raise ConfigError(f"r1_every and d_steps must be at least 1, got {config.r1_every} and {config.d_steps}")
-    for name in ("lr_gen", "lr_disc"):
-        value = getattr(config, name)
-        if value is not None and not value > 0:
-            raise ConfigError(f"{name} must be positive (or unset to use train.lr), got {value}")
+    check_choices(config, MODEL_CHOICES, "gan ")
+    check_ranges(config, MODEL_RANGES, "model")

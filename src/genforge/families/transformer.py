@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from genforge.data.spec import DataSpec
+from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
 from genforge.families.capabilities import Plain, TextDecoding, TextSampling, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
@@ -49,7 +50,7 @@ class TransformerConfig:
 class Transformer(Family):
     name = "transformer"
     Config = TransformerConfig
-    modalities = ("text",)
+    accepts = ("tokens",)
     capabilities = declare(sample=TextSampling, stream=TextSampling, likelihood=Plain, infill=TextDecoding,
                            **{"continue": TextDecoding})
     # What a new run's config.model starts from (as train_defaults does for config.train), recorded in its
@@ -239,8 +240,7 @@ class Transformer(Family):
         decoding = Decoding() if decoding is None else decoding
         if not isinstance(decoding, Decoding):
             raise ConfigError(f"decoding must be a genforge.sampling.tokens.Decoding, got {type(decoding).__name__}")
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-            raise ConfigError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        NEW_TOKENS.check("max_new_tokens", max_new_tokens, integer=True)
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[0] < 1 or idx.shape[1] < 1:
             raise ConfigError(f"idx must be an (n, T) tensor of token ids with n, T >= 1, got {getattr(idx, 'shape', idx)}")
         return self._stream(idx.long(), max_new_tokens, generator, decoding, stop_at_end, should_stop)
@@ -314,23 +314,20 @@ class Transformer(Family):
         return ids.long()
 
 
+NEW_TOKENS = Range(0)
+MODEL_CHOICES = {"pos": POS_ENCODINGS, "norm": NORMS, "mlp": MLPS}
+MODEL_RANGES = {"n_layer": Range(1), "n_head": Range(1), "n_embd": Range(1), "dropout": Range(0, 1, open_high=True),
+                "rope_base": Range(1, open_low=True)}
+
+
 def check_config(config: TransformerConfig, spec: DataSpec) -> None:
     if spec.vocab_size is None or spec.vocab_size < 2:
         raise ConfigError(f"transformer needs a vocabulary of at least 2 tokens, got vocab_size={spec.vocab_size}")
     if len(spec.shape) != 1 or spec.shape[0] < 1:
         raise ConfigError(f"transformer needs text data of shape (block_size,), got {tuple(spec.shape)}")
-    for key in ("n_layer", "n_head", "n_embd"):
-        value = getattr(config, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"model.{key} must be a positive integer, got {value!r}")
+    check_ranges(config, MODEL_RANGES, "model")
+    check_choices(config, MODEL_CHOICES, "model.")
     if config.n_embd % config.n_head:
         raise ConfigError(f"model.n_embd ({config.n_embd}) must be divisible by model.n_head ({config.n_head})")
-    if not isinstance(config.dropout, (int, float)) or not 0 <= config.dropout < 1:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {config.dropout!r}")
-    for key, choices in (("pos", POS_ENCODINGS), ("norm", NORMS), ("mlp", MLPS)):
-        if getattr(config, key) not in choices:
-            raise ConfigError(f"model.{key} must be one of {', '.join(choices)}, got {getattr(config, key)!r}")
     if config.pos == "rope" and (config.n_embd // config.n_head) % 2:
         raise ConfigError(f"model.pos=rope needs an even head size, got n_embd/n_head = {config.n_embd // config.n_head}")
-    if not isinstance(config.rope_base, (int, float)) or isinstance(config.rope_base, bool) or not config.rope_base > 1:
-        raise ConfigError(f"model.rope_base must be a number above 1, got {config.rope_base!r}")

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genforge.data.spec import DataSpec
+from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
 from genforge.families.capabilities import Attribute, Interpolation, Inversion, Labelled, Likelihood, Variations, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
@@ -80,7 +81,7 @@ class VAEConfig:
 class VAE(Family):
     name = "vae"
     Config = VAEConfig
-    modalities = ("image",)
+    accepts = ("image",)
     # new runs with the bernoulli decoder model binarised images, so their nats are a true likelihood
     model_defaults: ClassVar[dict[str, Any]] = {"binarize": True}
     capabilities = declare(sample=Labelled, likelihood=Likelihood, encode=Inversion, interpolate=Interpolation,
@@ -314,28 +315,15 @@ class VAE(Family):
 
 
 
+MODEL_CHOICES = {"likelihood": LIKELIHOODS, "gaussian_variance": GAUSSIAN_VARIANCES}
+MODEL_RANGES = {"latent_dim": Range(1), "width": Range(1), "gaussian_sigma": Range(MIN_SIGMA), "kl_beta": Range(0),
+                "free_bits": Range(0), "kl_warmup_steps": Range(0, hint="0 is off"), "iwae_samples": Range(1)}
+
+
 def check_config(config: VAEConfig) -> None:
     """One-line ConfigErrors for values no VAE can use."""
-    def finite_at_least(name: str, value: float, low: float, strict: bool = False) -> None:
-        if not (math.isfinite(value) and (value > low if strict else value >= low)):
-            raise ConfigError(f"vae {name} must be a finite number {'>' if strict else '>='} {low}, got {value}")
-
-    if config.latent_dim < 1 or config.width < 1:
-        raise ConfigError(
-            f"vae latent_dim and width must be positive integers, got {config.latent_dim} and {config.width}"
-        )
-    if config.likelihood not in LIKELIHOODS:
-        raise ConfigError(f"unknown vae likelihood '{config.likelihood}'; expected one of: {', '.join(LIKELIHOODS)}")
-    if config.gaussian_variance not in GAUSSIAN_VARIANCES:
-        raise ConfigError(f"unknown vae gaussian_variance '{config.gaussian_variance}'; "
-                          f"expected one of: {', '.join(GAUSSIAN_VARIANCES)}")
-    finite_at_least("gaussian_sigma", config.gaussian_sigma, MIN_SIGMA)
-    finite_at_least("kl_beta", config.kl_beta, 0.0)
-    finite_at_least("free_bits", config.free_bits, 0.0)
-    if config.kl_warmup_steps < 0:
-        raise ConfigError(f"vae kl_warmup_steps must be 0 (off) or a positive step count, got {config.kl_warmup_steps}")
-    if config.iwae_samples < 1:
-        raise ConfigError(f"vae iwae_samples must be at least 1, got {config.iwae_samples}")
+    check_choices(config, MODEL_CHOICES, "vae ")
+    check_ranges(config, MODEL_RANGES, "model")
 
 
 def kl_divergence_per_dim(mu: torch.Tensor, logvar: torch.Tensor, prior_mean: torch.Tensor) -> torch.Tensor:

@@ -113,7 +113,7 @@ class Decoder(nn.Module):
 class VQVAE(Family):
     name = "vqvae"
     Config = VQVAEConfig
-    modalities = ("image",)
+    accepts = ("image",)
     capabilities = declare(sample=Plain, encode=Plain)
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-3,

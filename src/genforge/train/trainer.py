@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from genforge.errors import RunError, TrainingDiverged
 from genforge.families.base import Family
-from genforge.io import save_tensors, storage_error
+from genforge.io import save_tensors, storage_error, unique_state
+from genforge.modalities import get_modality
 from genforge.runs import Run
-from genforge.io import unique_state
 from genforge.train.checkpoint import load_state, save_state
 from genforge.train.device import autocast, autocast_dtype, configure_backends, resolve_device
 from genforge.train.ema import EMA
@@ -69,6 +69,7 @@ class Trainer:
         self.run = run
         self.cfg = run.config.train
         self.data = data
+        self.modality = get_modality(data.spec.modality)
         self.progress = progress
         self._evaluator = None
         self.device = resolve_device(self.cfg.device)
@@ -94,12 +95,12 @@ class Trainer:
 
     @property
     def items_per_step(self) -> int:
-        """Items one step trains on: images, or tokens for token streams."""
-        return self.cfg.batch_size * (self.run.spec.shape[0] if self.run.spec.modality == "text" else 1)
+        """Items one step trains on, counted as the modality counts them: images, or tokens for token streams."""
+        return self.modality.items_per_step(self.run.spec, self.cfg.batch_size)
 
     @property
     def rate_unit(self) -> str:
-        return "tok/s" if self.run.spec.modality == "text" else "img/s"
+        return f"{self.modality.unit}/s"
 
     # ---- set-up -------------------------------------------------------------------------------
     def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -187,20 +188,17 @@ class Trainer:
         return warnings
 
     def write_sample_grid(self) -> Path:
-        from genforge.data.codecs import codec_for
-
         if self._codec is None:
-            self._codec = codec_for(self.run.spec, self.run.load_tokenizer())
+            self._codec = self.modality.codec(self.run.spec, self.data.tokenizer)
         model = self.sampling_model
         was_training = model.training
         model.eval()
-        n = self.cfg.grid_size if self.run.spec.modality == "image" else min(8, self.cfg.grid_size)
+        n = self.modality.grid_items(self.cfg.grid_size)
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
         with autocast(self.device, self.amp_dtype):
-            items = model.sample(n, generator=generator)
+            items = model.sample(n, generator=generator, **self.modality.sample_options(self.run.spec, self.data.tokenizer))
         model.train(was_training)
-        suffix = ".png" if self.run.spec.modality == "image" else ".txt"
-        path = self.run.samples_dir / f"step_{self.global_step:07d}{suffix}"
+        path = self.run.samples_dir / f"step_{self.global_step:07d}{self._codec.suffix}"
         self.last_grid_step = self.global_step
         self._codec.grid(items.float() if items.is_floating_point() else items, path,
                          {"family": self.run.config.family, "run": str(self.run.path), "step": self.global_step,
@@ -209,16 +207,16 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Score the sampling weights now (``genforge eval``'s metrics) and log them as eval/*."""
-        from genforge.evaluate.evaluator import QUICK_LIKELIHOOD_SAMPLES, TRAINING_EVAL_N, Evaluator
+        from genforge.evaluate.evaluator import QUICK_LIKELIHOOD_SAMPLES, Evaluator
         from genforge.families.base import eval_mode
 
         if self._evaluator is None:
-            n = self.cfg.eval_n or TRAINING_EVAL_N[self.run.spec.modality]
-            self._evaluator = Evaluator(self.run, self.data, features=self.cfg.eval_features, n=n,
+            n = self.cfg.eval_n or self.modality.training_eval_n
+            self._evaluator = Evaluator(self.data, data=self.run.config.data.source, features=self.cfg.eval_features, n=n,
                                         seed=self.cfg.seed, device=self.device, progress=self.progress,
                                         likelihood_samples=QUICK_LIKELIHOOD_SAMPLES)
         with eval_mode(self.sampling_model):
-            result = self._evaluator(self.sampling_model, self.amp_dtype)
+            result = self._evaluator(self.sampling_model, self.amp_dtype)  # {"metrics", "sampling", ...}
         record = {"step": self.global_step, **{f"eval/{k}": v for k, v in result["metrics"].items()}}
         self.log(record)
         return result

@@ -2,13 +2,15 @@
 
 ``--data codes:runs/VQ`` encodes the VQ-VAE run's own training and validation images (the data it was
 trained on, prepared as it was) into code grids, each written row by row after an end-of-text token:
-token 0 is end-of-text and code c is token c + 1. The transformer family then trains on these streams
-exactly as on text; no second transformer exists. Sampling the prior starts from end-of-text, draws one
-grid's worth of tokens, and ``CodesCodec`` decodes them through the VQ-VAE into images, so ``genforge
-sample`` on the prior run writes PNGs.
+token 0 is end-of-text and code c is token c + 1. The transformer family trains on these streams as on
+any token stream; no second transformer exists. Sampling the prior starts from end-of-text, draws one
+grid's worth of tokens, and ``CodesCodec`` decodes them through the VQ-VAE into images: ``genforge
+sample`` on the prior run writes PNGs, and ``genforge eval`` scores those images against the VQ-VAE's
+training images, exactly as an image run on that data is scored (``evaluate/scorers/codes.py``).
 
 The cache key includes the VQ-VAE's weights file (size and mtime): retrain it, and the codes are
-rebuilt on the next run.
+rebuilt on the next run. Priors made before codes were a modality of their own recorded "text" data;
+``adopts`` recognises them by their code tokenizer.
 """
 
 from __future__ import annotations
@@ -21,9 +23,18 @@ from typing import Any, ClassVar, Iterable, Sequence
 import numpy as np
 import torch
 
-from genforge.data.codecs import register_token_codec
-from genforge.data.tokenizers import register_tokenizer_type
-from genforge.errors import DataError
+from genforge.config import DataConfig
+from genforge.data.cache import Entry
+from genforge.data.codecs import ImageCodec
+from genforge.data.sources import Source
+from genforge.data.tokenizers import load_tokenizer
+from genforge.data.spec import DataSpec
+from genforge.errors import ConfigError, DataError
+from genforge.io import atomic_write_json
+from genforge.modalities.base import Prepared
+from genforge.modalities.image import ImageModality
+from genforge.modalities.text import TokenStreams, tokenizer_type
+from genforge.runs import Run
 
 END_OF_TEXT = 0
 
@@ -89,8 +100,6 @@ class CodeTokenizer:
         return cls(int(d["num_codes"]), d["grid"], str(d["run"]))
 
     def save(self, path: str | os.PathLike) -> None:
-        from genforge.io import atomic_write_json
-
         atomic_write_json(Path(path), self.to_dict())
 
     @classmethod
@@ -101,10 +110,8 @@ class CodeTokenizer:
         return isinstance(other, CodeTokenizer) and self.to_dict() == other.to_dict()
 
 
-def open_vq_run(path: Path):
+def open_vq_run(path: Path) -> Run:
     """The VQ-VAE run a codes source or a prior decodes through, with a one-line error when it is not one."""
-    from genforge.runs import Run
-
     run = Run.open(path)
     if run.config.family != "vqvae":
         raise DataError(f"codes:{path} must be a vqvae run (genforge train --family vqvae ...); it is a "
@@ -112,17 +119,75 @@ def open_vq_run(path: Path):
     return run
 
 
+def vq_images(path: Path, progress: bool = True) -> Prepared:
+    """The images the VQ-VAE run at ``path`` was trained on, prepared as it was."""
+    from genforge.modalities.prepare import prepare
+
+    data = open_vq_run(path).config.data
+    return prepare(data.source, data, progress=progress)
+
+
+class CodesModality(TokenStreams):
+    name = "codes"
+    description = "a VQ-VAE's code grids: token streams a transformer prior learns, decoded to images"
+    path_forms = {"codes": "codes:RUN (a trained vqvae run's images as code grids, for a transformer prior)"}
+    scorer = "genforge.evaluate.scorers.codes:CodesScorer"
+    scores_as = "image"  # decoded samples are scored like an image run on the VQ-VAE's data
+    default_eval_n = 1000
+    training_eval_n = 200
+    report = ImageModality.report
+
+    def check_path(self, source: Source) -> None:
+        if not (source.path / "model.safetensors").is_file():
+            raise DataError(f"data source '{source.canonical}': {source.path} is not a trained run (no model.safetensors); "
+                            "expected a vqvae run made by `genforge train --family vqvae`")
+
+    def source_files(self, source: Source) -> list[Path]:
+        # the VQ-VAE's weights and config: retrain it and the codes are rebuilt
+        return [source.path / "model.safetensors", source.path / "config.yaml"]
+
+    def check_config(self, source: Source, cfg: DataConfig) -> None:
+        if cfg.fim_rate or cfg.tokenizer != "char":
+            raise ConfigError(f"'{source.canonical}' is a VQ-VAE's code grids: its tokens are the codes, so --tokenizer and "
+                              "--fim-rate do not apply")
+
+    def preparation_params(self, source: Source, cfg: DataConfig) -> dict:
+        return {"codes": True}  # the VQ-VAE's own split and code book decide everything
+
+    def write(self, tmp: Path, source: Source, params: dict, progress: bool) -> dict:
+        return write_codes(tmp, source, progress)
+
+    def load_tokenizer(self, path: Path) -> "CodeTokenizer":
+        return load_tokenizer(path, {CodeTokenizer.type: CodeTokenizer.from_dict})
+
+    def assemble(self, entry: Entry, source: Source, cfg: DataConfig) -> Prepared:
+        grid = entry.manifest["grid"]
+        if cfg.block_size < grid[0] * grid[1] + 1:
+            raise ConfigError(f"data.block_size must be at least {grid[0] * grid[1] + 1} for codes:{source.path} "
+                              f"(one {grid[0]}x{grid[1]} code grid plus the end-of-text token), got {cfg.block_size}")
+        train, val = self.windows(entry, source, cfg)
+        spec = DataSpec(self.name, (cfg.block_size,), vocab_size=entry.tokenizer.vocab_size)
+        return Prepared(spec, train, val, entry.tokenizer, entry.manifest, entry.path)
+
+    def adopts(self, spec: DataSpec, run_path: Path) -> bool:
+        return spec.modality == "text" and tokenizer_type(run_path / "tokenizer.json") == CodeTokenizer.type
+
+    def sample_options(self, spec: DataSpec, tokenizer: "CodeTokenizer") -> dict:
+        return {"prompt": [tokenizer.eot_id], "max_new_tokens": tokenizer.grid_tokens}
+
+    def codec(self, spec: DataSpec, tokenizer: "CodeTokenizer") -> "CodesCodec":
+        if tokenizer is None:
+            raise DataError("a prior over VQ-VAE codes needs its tokenizer.json (it names the VQ-VAE run); it is missing")
+        return CodesCodec(tokenizer)
+
+
 @torch.no_grad()
-def write_codes(tmp: Path, source, params: dict, progress: bool = True) -> dict:
+def write_codes(tmp: Path, source: Source, progress: bool = True) -> dict:
     """Encode the VQ-VAE run's training and validation images into token streams in ``tmp``."""
     from tqdm.auto import tqdm
 
-    from genforge.data import prepare
-    from genforge.data.cache import _common
-
-    run = open_vq_run(source.path)
-    family = run.load_family("cpu")
-    images = prepare(run.config.data.source, run.config.data, progress=progress)
+    family = open_vq_run(source.path).load_family("cpu")
+    images = vq_images(source.path, progress)
     tokenizer = CodeTokenizer(family.num_codes, family.code_grid, str(source.path))
     tokenizer.save(tmp / "tokenizer.json")
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
@@ -140,7 +205,6 @@ def write_codes(tmp: Path, source, params: dict, progress: bool = True) -> dict:
         stream.tofile(tmp / f"{split}.bin")
         sizes[split] = int(stream.size)
     return {
-        **_common(source, params, "text"),
         "tokenizer": tokenizer.type,
         "vocab_size": tokenizer.vocab_size,
         "special_ids": tokenizer.special_ids,
@@ -158,8 +222,6 @@ class CodesCodec:
     suffix = ".png"
 
     def __init__(self, tokenizer: CodeTokenizer):
-        from genforge.data.codecs import ImageCodec
-
         self.tokenizer = tokenizer
         self.images = ImageCodec()
         self._vq = None
@@ -183,12 +245,21 @@ class CodesCodec:
         codes = (ids - 1).clamp(min=0).view(-1, *self.tokenizer.grid)
         return self.vq.decode_codes(codes).float().cpu()
 
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Sampled ids (end-of-text, then one grid) -> the images users get."""
+        return self.decode_images(tokens, prompt_len=1)
+
+    def item_shape(self, spec: DataSpec) -> tuple[int, ...]:
+        return tuple(self.vq.spec.shape)  # the VQ-VAE's images, not the prior's token windows
+
     def save(self, tokens: torch.Tensor, out_dir, params: dict, prompt_len: int = 1) -> list[Path]:
         return self.images.save(self.decode_images(tokens, prompt_len), out_dir, params)
 
+    def write_items(self, images: torch.Tensor, out_dir, params: dict, start: int = 0) -> list[Path]:
+        return self.images.write_items(images, out_dir, params, start)
+
+    def finish(self, images: torch.Tensor, out_dir, params: dict) -> None:
+        self.images.finish(images, out_dir, params)
+
     def grid(self, tokens: torch.Tensor, path, params: dict, prompt_len: int = 1) -> Path:
         return self.images.grid(self.decode_images(tokens, prompt_len), Path(path).with_suffix(".png"), params)
-
-
-register_tokenizer_type("codes", CodeTokenizer.from_dict)
-register_token_codec("codes", CodesCodec)

@@ -1,0 +1,130 @@
+"""What every modality plug-in provides, and the pieces of a prepared dataset.
+
+A modality owns everything specific to one kind of data: its source kinds (built-in names and
+``kind:PATH`` forms) and how they are read, cached and split; its Dataset and ``DataSpec``; its codec
+(tensors -> files, a preview, a user's input read back); how many items a training step sees and
+what they are called (img/s, tok/s); which scorer evaluates its samples and how the report shows
+them. ``registry.py`` names the modalities; the trainer, evaluator, API, report and command line ask
+the modality of a run instead of comparing names.
+
+A new modality is one file with a ``Modality`` subclass plus one line in ``registry.MODALITIES`` (or,
+from outside the package, ``registry.register``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from genforge.config import DataConfig
+from genforge.data.sources import Source
+from genforge.data.spec import DataSpec
+from genforge.errors import ConfigError
+
+
+@dataclass
+class Prepared:
+    """A prepared source: its spec, train and validation datasets, tokenizer (token data) and cache entry."""
+
+    spec: DataSpec
+    train: Any
+    val: Any
+    tokenizer: Any  # token modalities only
+    manifest: dict
+    path: Path  # the cache entry
+    extra: dict = field(default_factory=dict)  # what a modality keeps beside (e.g. the images behind code grids)
+
+    @property
+    def modality(self) -> str:
+        return self.spec.modality
+
+
+@dataclass(frozen=True)
+class ReportStyle:
+    """How the comparison report shows a modality's scores."""
+
+    title: str  # heads the metrics table: "Images", "Text"
+    columns: tuple[str, ...]  # metric columns, in order (those no result has are left out)
+    lower_is_better: frozenset[str] = frozenset()
+    notes: tuple[str, ...] = ()  # what the columns mean, under the table
+    shows: str = "grid"  # "grid": the latest training grid; "examples": the scored samples as text
+
+
+class Modality:
+    """One kind of data. Class attributes declare; methods do the modality-specific work."""
+
+    name: ClassVar[str]  # recorded in DataSpec.modality, cache manifests and eval results
+    description: ClassVar[str] = ""
+    data_kind: ClassVar[str]  # the tensors families see (DataSpec.kind): "image", "tokens", ...
+    unit: ClassVar[str]  # what a training or sampling rate counts: "img", "tok"
+    builtin_sources: ClassVar[dict[str, str]] = {}  # name -> one-line description
+    path_forms: ClassVar[dict[str, str]] = {}  # kind -> how to write it, e.g. "folder:PATH (...)"
+    model_kind: ClassVar[str] = "generic"  # which Model class the API loads its runs with
+    scorer: ClassVar[Any] = None  # the evaluate-layer scorer: a class, or "module:Class"
+    scores_as: ClassVar[str | None] = None  # results compare with this modality's (codes are scored as images)
+    default_eval_n: ClassVar[int] = 100  # samples `genforge eval` scores
+    training_eval_n: ClassVar[int] = 50  # samples --eval-every scores
+    report: ClassVar[ReportStyle]
+
+    # ---- sources ----------------------------------------------------------------------------------
+    def check_path(self, source: Source) -> None:
+        """A one-line DataError when ``source.path`` cannot be this kind of data (it exists)."""
+
+    def source_files(self, source: Source) -> list[Path] | None:
+        """The files the source reads (their sizes and mtimes key the cache); None for package data."""
+        return None
+
+    def source_root(self, source: Source) -> Path | None:
+        return source.path
+
+    # ---- preparation -----------------------------------------------------------------------------
+    def check_config(self, source: Source, cfg: DataConfig) -> None:
+        """Refuse data.* settings that do not apply to this modality."""
+
+    def preparation_params(self, source: Source, cfg: DataConfig) -> dict:
+        """The settings that change what lands in the cache (part of its key)."""
+        raise NotImplementedError
+
+    def write(self, tmp: Path, source: Source, params: dict, progress: bool) -> dict:
+        """Decode the source into ``tmp``; returns the manifest's modality-specific fields."""
+        raise NotImplementedError
+
+    def read(self, path: Path, manifest: dict) -> Any:
+        """The arrays of a cache entry, checked (``cache.CorruptEntry`` when they do not match the manifest)."""
+        raise NotImplementedError
+
+    def assemble(self, entry: Any, source: Source, cfg: DataConfig) -> Prepared:
+        """Datasets and spec from a cache entry and the settings that do not touch the cache."""
+        raise NotImplementedError
+
+    # ---- runs -------------------------------------------------------------------------------------
+    def load_tokenizer(self, path: Path) -> Any:
+        """A run's tokenizer file (``tokenizer.json``), for modalities that have one."""
+        return None
+
+    def adopts(self, spec: DataSpec, run_path: Path) -> bool:
+        """Whether a run recorded under another modality name is really this modality's (older runs)."""
+        return False
+
+    def items_per_step(self, spec: DataSpec, batch_size: int) -> int:
+        """Items (counted in ``unit``) one training batch holds."""
+        return batch_size
+
+    def grid_items(self, grid_size: int) -> int:
+        """Samples a training grid (samples/step_*.*) shows."""
+        return grid_size
+
+    def sample_options(self, spec: DataSpec, tokenizer: Any) -> dict:
+        """What ``family.sample`` needs besides ``n`` and ``generator`` to draw an unconditional sample."""
+        return {}
+
+    def codec(self, spec: DataSpec, tokenizer: Any) -> Any:
+        """Samples -> files: ``decode``, ``write_items``, ``finish``, ``grid`` (see data/codecs.py)."""
+        raise NotImplementedError
+
+    def rate(self, items_per_s: float | None) -> str:
+        return "-" if items_per_s is None else f"{items_per_s:,.0f} {self.unit}/s"
+
+    def wrong_family(self, family: str, accepts: tuple[str, ...]) -> ConfigError:
+        return ConfigError(f"family '{family}' does not handle {self.name} data; it handles {', '.join(accepts)} data")

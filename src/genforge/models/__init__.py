@@ -1,0 +1,10 @@
+"""Trained runs, loaded: ``Model`` (every run), ``ImageModel`` and ``TextModel`` (what runs of those kinds
+of data serve besides). ``genforge.load`` picks the class the run's modality names (``MODELS``)."""
+
+from genforge.models.base import Model
+from genforge.models.images import ImageModel
+from genforge.models.text import TextModel
+
+MODELS = {"generic": Model, "images": ImageModel, "text": TextModel}  # Modality.model_kind -> class
+
+__all__ = ["Model", "ImageModel", "TextModel", "MODELS"]
