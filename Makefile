@@ -16,15 +16,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# two workers (pytest-xdist), each test file on one of them so module fixtures are made once
+PARALLEL ?= -n 2 --dist loadfile
+
 demo: $(STAMP)
 	$(BIN)/genforge demo --out demo --overwrite
 
 test: $(STAMP)
 	bash tests/ensure_chromium.sh  # the browser test needs Debian's chromium: installed when missing
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow"
 
 clean:
 	rm -rf $(VENV) demo runs .pytest_cache

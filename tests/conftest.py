@@ -3,10 +3,23 @@
 import pytest
 
 
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # a worker of a parallel session: the workers share the cores
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def genforge_cache(tmp_path_factory):
-    """GENFORGE_CACHE points at a temporary folder shared by every test of the session."""
-    path = tmp_path_factory.mktemp("genforge-cache")
+def genforge_cache(tmp_path_factory, request):
+    """GENFORGE_CACHE points at a temporary folder shared by every test of the session, and by the workers of
+    a parallel session (pytest-xdist): the cache is built for concurrent builders (each entry is written
+    aside and renamed into place), so a dataset or an extractor one worker built is the other's too."""
+    if not hasattr(request.config, "workerinput"):  # one process: its own folder
+        path = tmp_path_factory.mktemp("genforge-cache")
+    else:
+        path = tmp_path_factory.getbasetemp().parent / "genforge-cache"
+        path.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GENFORGE_CACHE", str(path))
         yield path

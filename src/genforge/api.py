@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from genforge.data.spec import KINDS
 from genforge.config import TRAIN_RANGES, RunConfig, apply_overrides, check_ranges, check_types
 from genforge.errors import ConfigError, RunError
 from genforge.families import get_family
@@ -87,10 +86,7 @@ def train(
         config = make_config(family, data, steps=steps, overrides=overrides, **train_options)
         Run.check_free(out)  # before preparing data; checked again under the lock, in Run.create
         prepared = prepare(config.data.source, config.data, progress=progress)
-        family_cls = get_family(family)
-        if prepared.spec.kind not in family_cls.accepts:
-            raise ConfigError(f"family '{family}' does not handle {prepared.spec.modality} data ('{data}', "
-                              f"{prepared.spec.describe_kind()}); it handles {' or '.join(KINDS[k] for k in family_cls.accepts)}")
+        get_family(family).check_accepts(prepared.spec, data)
         check_fits_in_memory(config, prepared.spec)
         lock = RunLock(out, "train").acquire()
     try:

@@ -197,8 +197,11 @@ def _load_cached(path: Path, net: nn.Module) -> dict | None:
     if not path.is_file():
         return None
     try:
+        meta = read_metadata(path)
+        if meta.get("steps") != str(TRAIN_STEPS):
+            return None  # trained for another number of steps: rebuilt, so the weights match the recipe
         net.load_state_dict(load_tensors(path))
-        return read_metadata(path)
+        return meta
     except (RunError, RuntimeError, KeyError):
         return None  # a stale or damaged cache file is rebuilt
 

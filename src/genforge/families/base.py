@@ -52,11 +52,17 @@ class Family(nn.Module, abc.ABC):
             raise ConfigError(f"the {cls.name} family has no {capability}; it offers: {offered(cls.capabilities)}")
         return cls.capabilities[capability].make(values, cls.name, capability)
 
+    @classmethod
+    def check_accepts(cls, spec: DataSpec, source: str | None = None) -> None:
+        """A one-line ConfigError when this family cannot train on data of ``spec`` (from ``source``)."""
+        if spec.kind not in cls.accepts:
+            given = f"('{source}', {spec.describe_kind()})" if source else f"given as {spec.describe_kind()}"
+            raise ConfigError(f"family '{cls.name}' does not handle {spec.modality} data {given}; "
+                              f"it handles {' or '.join(KINDS[k] for k in cls.accepts)}")
+
     def __init__(self, config: Any, spec: DataSpec):
         super().__init__()
-        if spec.kind not in self.accepts:
-            raise ConfigError(f"family '{self.name}' does not handle {spec.modality} data given as "
-                              f"{spec.describe_kind()}; it handles {' or '.join(KINDS[k] for k in self.accepts)}")
+        self.check_accepts(spec)
         self.config = config
         self.spec = spec
 
