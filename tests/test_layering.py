@@ -15,7 +15,7 @@ import genforge
 SRC = Path(genforge.__file__).parent
 # top first: each entry is the first name under genforge (a module or a package)
 LAYERS = [{"cli"}, {"demo"}, {"refine"}, {"api"}, {"models"}, {"train", "evaluate"}, {"modalities"}, {"runs"},
-          {"families"}, {"nets", "sampling"}, {"data"}, {"config", "errors", "io", "runlock"}]
+          {"families"}, {"nets", "sampling"}, {"data"}, {"config", "errors", "io", "runlock", "launch"}]
 KNOWN_UPWARD: set[tuple[str, str]] = set()  # none: every edge points down
 
 
@@ -23,7 +23,7 @@ def modules() -> dict[str, Path]:
     """Every module except package __init__ files (a package's facade may re-export from any layer)."""
     out = {}
     for path in SRC.rglob("*.py"):
-        if path.name == "__init__.py":
+        if path.name in ("__init__.py", "__main__.py"):  # facades, and `python -m genforge` (it runs the command)
             continue
         out["genforge." + ".".join(path.relative_to(SRC).with_suffix("").parts)] = path
     return out

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -68,27 +69,42 @@ def train(
     With ``resume=True`` the run's own config is used; ``steps`` may raise its total. A run stopped
     before its first checkpoint resumes from step 0 (``log`` is told so). One process trains a run at
     a time: a second one gets a one-line ``RunError`` naming the first.
+
+    Started by torchrun (``genforge train --nproc N``), each process calls this: rank 0 prepares the data
+    and creates the run first, the others follow, and they train together (``train/distributed.py``).
     """
-    from genforge.io import remove_stale_temps
+    from genforge.io import atomic_write_text, remove_stale_temps
     from genforge.modalities import modality_of, prepare
     from genforge.runlock import RunLock
+    from genforge.train import distributed
     from genforge.train.memory import out_of_memory
     from genforge.train.trainer import Trainer
 
     if out is None:
         raise ConfigError("an output run directory (--out) is required")
+    if not resume and restarted_launch_of(out):  # torchrun restarted the group that created this run
+        resume = True
+        if log is not None and distributed.launch_id() and os.environ.get("RANK", "0") == "0":
+            log(f"note: restarted by torchrun; {out} continues from its last checkpoint")
+    lock = None
     if resume:
-        Run.open(out)  # a clear error for a folder that is not a run, before anything is created
-        lock = RunLock(out, "train").acquire()
+        opened = Run.open(out)  # a clear error for a folder that is not a run, before anything is created
+        dist = distributed.setup(resolve_device(train_options.get("device") or opened.config.train.device))
+        if dist.main:
+            lock = RunLock(out, "train").acquire()
     else:
         if family is None or data is None:
             raise ConfigError("training needs --family and --data")
         config = make_config(family, data, steps=steps, overrides=overrides, **train_options)
-        Run.check_free(out)  # before preparing data; checked again under the lock, in Run.create
-        prepared = prepare(config.data.source, config.data, progress=progress)
+        dist = distributed.setup(resolve_device(config.train.device))
+        if dist.main:
+            Run.check_free(out)  # before preparing data; checked again under the lock, in Run.create
+        with distributed.main_first(dist):  # one process builds the cache entry; the others read it
+            prepared = prepare(config.data.source, config.data, progress=progress and dist.main)
         get_family(family).check_accepts(prepared.spec, data)
         check_fits_in_memory(config, prepared.spec)
-        lock = RunLock(out, "train").acquire()
+        if dist.main:
+            lock = RunLock(out, "train").acquire()
     try:
         if resume:
             run = Run.open(out)
@@ -101,19 +117,27 @@ def train(
                 if value is not None:
                     setattr(run.config.train, key, value)
             validate_train(run.config)
-            prepared = prepare(run.config.data.source, run.config.data, progress=progress)
+            with distributed.main_first(dist):
+                prepared = prepare(run.config.data.source, run.config.data, progress=progress and dist.main)
             if prepared.spec.to_dict() != run.spec.to_dict():
                 raise RunError(f"the data source '{run.config.data.source}' changed since {out} was created; resume needs the same data")
             check_fits_in_memory(run.config, run.spec)
-            remove_stale_temps(run.path)
-            remove_stale_temps(run.samples_dir)
-            if not run.state_path.is_file() and log is not None:
+            if dist.main:
+                remove_stale_temps(run.path)
+                remove_stale_temps(run.samples_dir)
+            if not run.state_path.is_file() and log is not None and dist.main:
                 log(f"note: {out} has no checkpoint yet (it stopped before its first one); "
                     f"training starts from step 0 with its saved config")
         else:
-            run = Run.create(out, config, prepared.spec, prepared.tokenizer)
-        model = run.build_family(seed=run.config.train.seed)
-        trainer = Trainer(run, model, prepared, progress=progress, on_step=on_step)
+            with distributed.main_first(dist):  # the others open the run rank 0 created
+                if dist.main:
+                    run = Run.create(out, config, prepared.spec, prepared.tokenizer)
+                    if distributed.launch_id() is not None:  # what lets torchrun's restarts resume it
+                        atomic_write_text(run.path / distributed.LAUNCH_FILE, distributed.launch_id())
+                else:
+                    run = Run.open(out)
+        model = run.build_family(seed=run.config.train.seed)  # the same initial weights in every process
+        trainer = Trainer(run, model, prepared, progress=progress and dist.main, on_step=on_step, dist=dist)
         try:
             return trainer.fit(resume=resume)
         except (RuntimeError, MemoryError) as e:
@@ -122,7 +146,21 @@ def train(
             raise ConfigError(f"out of memory at step {trainer.global_step} on {trainer.device}; choose a smaller --batch-size "
                               f"or model, then continue with --resume from the last checkpoint") from None
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
+
+
+def restarted_launch_of(out: str | Path) -> bool:
+    """Whether this process is a torchrun restart (``--max-restarts``) of the launch that created the run
+    ``out``: then the same command continues the run instead of refusing a folder that exists."""
+    from genforge.train import distributed
+
+    if not distributed.restarted():
+        return False
+    try:
+        return (Path(out) / distributed.LAUNCH_FILE).read_text().strip() == distributed.launch_id()
+    except OSError:
+        return False
 
 
 def check_fits_in_memory(config: RunConfig, spec) -> None:

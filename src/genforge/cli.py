@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from genforge.errors import GenforgeError
+from genforge.errors import ConfigError, GenforgeError
 
 app = typer.Typer(
     help="Train GANs, VAEs, Transformers and Diffusion models on your own data; sample, inspect and compare them.",
@@ -64,9 +64,25 @@ def train(
     sets: list[str] = typer.Option([], "--set", "-s", help="Override any config value: section.key=value (sections: data, train, model)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Train in N processes on this machine (torchrun "
+                                        "--standalone --nproc_per_node N), each on --batch-size items a step; "
+                                        "N GPUs when there are, else CPU processes."),
+    max_restarts: Optional[int] = typer.Option(None, "--max-restarts", help="With --nproc: after a process fails, "
+                                               "start them all again up to this many times; each restart continues "
+                                               "from the last checkpoint."),
 ) -> None:
-    """Train a model: `genforge train --family diffusion --data mnist --out runs/diff`."""
+    """Train a model: `genforge train --family diffusion --data mnist --out runs/diff`.
+
+    Several processes: `genforge train --nproc 2 ...`, or torchrun itself (`torchrun --nproc_per_node 8 -m
+    genforge train ...`, and `--nnodes`/`--rdzv-endpoint` for several machines)."""
     from genforge.api import train as train_run
+
+    if nproc is not None:
+        from genforge.launch import launch_torchrun
+
+        raise typer.Exit(launch_torchrun(nproc, sys.argv[1:], max_restarts or 0))
+    if max_restarts is not None:
+        raise ConfigError("--max-restarts applies with --nproc (under torchrun itself, use its own --max-restarts)")
 
     overrides = list(sets)
     if image_size is not None:
@@ -79,6 +95,8 @@ def train(
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, device=device, seed=seed, eval_every=eval_every,
         log=_echo_err,
     )
+    if not result.main_process:  # one of several processes: rank 0 reports
+        return
     if result.stopped_by == "interrupted":
         _echo_err(f"interrupted at step {result.step}; checkpoint saved. Continue with: genforge train --out {out} --resume")
         raise typer.Exit(130)
@@ -378,6 +396,16 @@ def demo(
 
 
 def main() -> None:
+    code = _run()
+    if "torch.distributed" in sys.modules:
+        from genforge.train.distributed import shutdown_and_exit
+
+        shutdown_and_exit(code)  # one of several training processes: returns only when there was none
+    sys.exit(code)
+
+
+def _run() -> int:
+    """The command's exit code; a user's mistake is one `error:` line on stderr."""
     # the click that typer parses with (its own copy in recent typer versions)
     parser_errors = sys.modules[typer.BadParameter.__module__]
     try:
@@ -385,20 +413,22 @@ def main() -> None:
     except parser_errors.UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # `genforge` or `genforge data` alone: the help
             e.show()
-            sys.exit(e.exit_code)
+            return e.exit_code
         # a mistyped command, option or value: one line, and where to look
         where = f"{e.ctx.command_path} --help" if e.ctx is not None else "genforge --help"
         _echo_err(f"error: {e.format_message()} (see {where})")
-        sys.exit(e.exit_code)
+        return e.exit_code
+    except typer.Exit as e:
+        return e.exit_code
     except typer.Abort:
         _echo_err("aborted")
-        sys.exit(1)
+        return 1
     except GenforgeError as e:
         _echo_err(f"error: {e}")
-        sys.exit(1)
+        return 1
     except KeyboardInterrupt:
         _echo_err("interrupted")
-        sys.exit(130)
+        return 130
     except OSError as e:
         # a write the library did not wrap (a third-party writer): still one line naming the path
         from genforge.io import STORAGE_HINTS, storage_error
@@ -406,8 +436,8 @@ def main() -> None:
         if e.errno not in STORAGE_HINTS:
             raise
         _echo_err(f"error: {storage_error(e.filename or 'a file', e)}")
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

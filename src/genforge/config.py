@@ -27,7 +27,8 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     steps: int = 2000
-    batch_size: int = 64
+    batch_size: int = 64  # items per micro-batch and process (a step trains on batch_size x grad_accum x processes)
+    grad_accum: int = 1  # micro-batches whose gradients add up before each optimizer step
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -183,6 +184,7 @@ class Range:
 TRAIN_RANGES: dict[str, Range] = {
     "steps": Range(1),
     "batch_size": Range(1),
+    "grad_accum": Range(1, 4096, hint="1 is off"),
     "lr": Range(0, open_low=True),
     "weight_decay": Range(0),
     "warmup_steps": Range(0),

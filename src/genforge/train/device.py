@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -10,6 +11,11 @@ from genforge.errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU. Under torchrun, "auto" and "cuda" mean this process's own GPU
+    (``LOCAL_RANK``), so N processes on one machine use N GPUs."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if name in ("auto", "cuda") and local_rank is not None and torch.cuda.is_available():
+        return torch.device("cuda", int(local_rank) % torch.cuda.device_count())
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

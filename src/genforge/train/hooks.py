@@ -181,6 +181,8 @@ class Callback(Hook):
 def default_hooks(trainer: Trainer, on_step: Callable[[Trainer, int], None] | None = None) -> list[Hook]:
     """What ``genforge train`` does around the steps, in this order after each step (and at the end: the
     final checkpoint before the final grid)."""
+    if not trainer.dist.main:  # another process of a multi-process run: rank 0 writes, every rank may stop
+        return [StopSignals(), TimeBudget(trainer.cfg.max_minutes)]
     hooks: list[Hook] = [StopSignals(), TimeBudget(trainer.cfg.max_minutes),
                          ProgressLog(trainer.progress, trainer.rate_unit), Checkpoints(), SampleGrids(), Evaluations()]
     if on_step is not None:

@@ -27,6 +27,7 @@ from genforge.modalities import get_modality
 from genforge.runs import Run
 from genforge.train.checkpoint import load_state, save_state
 from genforge.train.device import autocast, autocast_dtype, configure_backends, resolve_device
+from genforge.train.distributed import Distributed
 from genforge.train.ema import EMA
 from genforge.train.flops import peak_flops
 from genforge.train.hooks import Hook, StepOutcome, default_hooks
@@ -49,6 +50,7 @@ class TrainResult:
     last_losses: dict[str, float] = field(default_factory=dict)
     bad_steps: int = 0
     warnings: list[str] = field(default_factory=list)  # training-health warnings, as they were shown
+    main_process: bool = True  # False in the other processes of a multi-process run (rank 0 reports)
 
 
 class Trainer:
@@ -63,9 +65,12 @@ class Trainer:
         progress: bool = True,
         on_step: Callable[["Trainer", int], None] | None = None,
         hooks: list[Hook] | None = None,
+        dist: Distributed | None = None,
     ):
         """``hooks`` replace the default periodic work (``hooks.default_hooks``); ``on_step(trainer, step)``
-        is called after each step of ``fit`` with the defaults."""
+        is called after each step of ``fit`` with the defaults. ``dist``: this process's place among several
+        (``distributed.py``); alone by default."""
+        self.dist = dist if dist is not None else Distributed()
         self.run = run
         self.cfg = run.config.train
         self.data = data
@@ -95,8 +100,9 @@ class Trainer:
 
     @property
     def items_per_step(self) -> int:
-        """Items one step trains on, counted as the modality counts them: images, or tokens for token streams."""
-        return self.modality.items_per_step(self.run.spec, self.cfg.batch_size)
+        """Items one step trains on (over all processes), counted as the modality counts them: images, or
+        tokens for token streams."""
+        return self.modality.items_per_step(self.run.spec, self.cfg.batch_size) * self.cfg.grad_accum * self.dist.world
 
     @property
     def rate_unit(self) -> str:
@@ -234,23 +240,29 @@ class Trainer:
                 group["lr"] = base * factor
         return factor
 
-    def _run_phases(self, batch: dict[str, torch.Tensor]) -> tuple[bool, dict[str, torch.Tensor]]:
-        """Every phase the family yields for ``batch``: backward, clipping, optimizer step. Returns (finite, logs)."""
+    def _run_phases(self, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[bool, dict[str, torch.Tensor]]:
+        """Every phase the family yields: for each, the backward of every micro-batch's loss (each divided by
+        their number, so the gradients add up to the mean over the whole batch), the gradients averaged over
+        the processes, clipping and the optimizer step. A GAN's generator phase is computed after the
+        discriminator's step, micro-batch by micro-batch, as with one batch. Returns (finite, logs)."""
         logs: dict[str, torch.Tensor] = {}
-        phases = self.family.training_step(batch)
+        k = len(micro_batches)
+        streams = [self.family.training_step(micro) for micro in micro_batches]
         try:
             while True:
-                with autocast(self.device, self.amp_dtype):
-                    try:
-                        name, loss, phase_logs = next(phases)
-                    except StopIteration:
-                        break
+                phase = self._next_phase(streams)
+                if phase is None:
+                    break
+                name, losses, phase_logs = phase
                 opt = self.optimizers[name]
-                if not bool(torch.isfinite(loss.detach())):
+                finite = all(bool(torch.isfinite(loss.detach())) for loss in losses)
+                if self.dist.any(not finite, self.device):  # skipped by every process
                     opt.zero_grad(set_to_none=True)
                     return False, logs
-                loss.backward()
+                for loss in losses:
+                    (loss / k if k > 1 else loss).backward()
                 params = [p for g in opt.param_groups for p in g["params"]]
+                self.dist.average_gradients(params)
                 if self.cfg.grad_clip > 0:
                     norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
                     if not bool(torch.isfinite(norm)):
@@ -261,18 +273,43 @@ class Trainer:
                 logs[f"{name}/grad_norm"] = norm.detach()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                logs[f"{name}/loss"] = loss.detach()
-                for k, v in phase_logs.items():
-                    logs[f"{name}/{k}"] = v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
+                logs[f"{name}/loss"] = torch.stack([loss.detach() for loss in losses]).mean()
+                for key in phase_logs[0]:
+                    values = [_as_tensor(one[key]) for one in phase_logs]
+                    logs[f"{name}/{key}"] = values[0] if k == 1 else torch.stack(values).float().mean()
         finally:
-            phases.close()
+            for stream in streams:
+                stream.close()
         return True, logs
 
-    def _batch(self) -> dict[str, torch.Tensor]:
+    def _next_phase(self, streams: list) -> tuple[str, list[torch.Tensor], list[dict]] | None:
+        """The next phase of every micro-batch's training step: (optimizer name, losses, logs); None at the end."""
+        names, losses, logs = [], [], []
+        for stream in streams:
+            with autocast(self.device, self.amp_dtype):
+                try:
+                    name, loss, phase_logs = next(stream)
+                except StopIteration:
+                    return None
+            names.append(name)
+            losses.append(loss)
+            logs.append(phase_logs)
+        if len(set(names)) != 1:
+            raise RunError(f"the {self.run.config.family} family yielded different phases for micro-batches of one step "
+                           f"({', '.join(names)}); gradient accumulation needs the same phases for each")
+        return names[0], losses, logs
+
+    def _batch(self) -> list[dict[str, torch.Tensor]]:
+        """This step's micro-batches: the global batch of every process and micro-batch drawn from the step's
+        seed (what one process with the combined batch draws), this process's slice of it, cut into
+        ``train.grad_accum`` micro-batches of ``train.batch_size``."""
+        b, k = self.cfg.batch_size, self.cfg.grad_accum
         generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.global_step))
-        batch = self.data.train.batch(self.cfg.batch_size, generator)
+        batch = self.data.train.batch(b * k * self.dist.world, generator)
+        start = self.dist.rank * b * k
         non_blocking = self.device.type == "cuda"
-        return {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+        return [{key: v[start + i * b:start + (i + 1) * b].to(self.device, non_blocking=non_blocking)
+                 for key, v in batch.items()} for i in range(k)]
 
     def step(self) -> StepOutcome:
         """One optimisation step, EMA included, with this step's seeds, learning rate and batch.
@@ -281,7 +318,8 @@ class Trainer:
         ``train.max_bad_steps`` in a row save a checkpoint of the last good weights and raise
         ``TrainingDiverged``."""
         start = time.perf_counter()
-        torch.manual_seed(step_seed(self.cfg.seed, self.global_step) ^ 0x5DEECE66D)
+        # the step's noise, dropout and latents: the same on resume; each process its own (rank 0: one process's)
+        torch.manual_seed((step_seed(self.cfg.seed, self.global_step) ^ 0x5DEECE66D) + self.dist.rank)
         factor = self._set_lr()
         ok, logs = self._run_phases(self._batch())
         if ok:
@@ -292,7 +330,8 @@ class Trainer:
             self.bad_steps_total += 1
             self._consecutive_bad += 1
             if self._consecutive_bad > self.cfg.max_bad_steps:
-                self.save_checkpoint()
+                if self.dist.main:
+                    self.save_checkpoint()
                 raise TrainingDiverged(
                     f"loss was NaN/inf for {self._consecutive_bad} consecutive steps at step {self.global_step}; "
                     f"lower train.lr (now {self.cfg.lr}) or check the data"
@@ -306,7 +345,7 @@ class Trainer:
         """Train up to ``train.steps`` (from the checkpoint with ``resume``), running the hooks around each step."""
         if resume and self.run.state_path.is_file():  # without one (killed before it), start from step 0
             self.load_checkpoint()
-        if resume:  # the checkpoint loaded: now the run's config may record the new settings (--steps, ...)
+        if resume and self.dist.main:  # the checkpoint loaded: the config may record new settings (--steps, ...)
             self.run.save_config()
             self.run.trim_metrics(self.global_step)
         if self.cfg.compile:
@@ -320,14 +359,15 @@ class Trainer:
             for hook in self.hooks:
                 hook.start(self)
             while self.global_step < self.cfg.steps:
-                if self.stop_reason is not None:
-                    stopped_by = self.stop_reason
+                if self.dist.any(self.stop_reason is not None, self.device):  # every process stops together
+                    stopped_by = self.stop_reason or "interrupted"
                     break
                 outcome = self.step()
                 step_seconds += outcome.seconds
                 steps_run += 1
                 for hook in self.hooks:
                     hook.after_step(self, outcome)
+            self.dist.check_in_step(self.family)  # every process holds the same weights (both GAN players)
             for hook in self.hooks:
                 hook.end(self)
         finally:
@@ -339,4 +379,8 @@ class Trainer:
         seconds = time.perf_counter() - start
         mean_rate = steps_run * self.items_per_step / step_seconds if step_seconds > 0 else 0.0
         return TrainResult(self.run, self.global_step, stopped_by, seconds, mean_rate, dict(self.last_losses),
-                           self.bad_steps_total, list(self.warnings))
+                           self.bad_steps_total, list(self.warnings), self.dist.main)
+
+
+def _as_tensor(value) -> torch.Tensor:
+    return value.detach() if torch.is_tensor(value) else torch.tensor(float(value))
