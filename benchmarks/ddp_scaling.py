@@ -51,7 +51,7 @@ def main() -> None:
     device = "cuda" if gpus else "cpu"
     most = args.nproc or (gpus if gpus > 1 else 2)
     counts = sorted({1, *[n for n in (2, 4, 8) if n <= most], most})
-    print(f"| family | processes | device | global batch | items/s | speed-up |")
+    print("| family | processes | device | global batch | items/s | speed-up |")
     print("| --- | --- | --- | --- | --- | --- |")
     for family in args.families.split(","):
         base = None
