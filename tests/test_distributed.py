@@ -171,3 +171,17 @@ def test_the_launcher_passes_its_own_options_to_torchrun_only():
 
     line = one_error_line(run_main("train", "--max-restarts", 1, "--family", "gan", "--data", "digits", "--out", "x"))
     assert "--max-restarts applies with --nproc" in line
+
+
+def test_a_vqvae_in_two_processes_keeps_one_codebook(tmp_path):
+    """Its EMA codebook changes outside the gradients: the quantizer sums its statistics over the processes,
+    and the end-of-training check (parameters and buffers equal on every process) passes. (The GAN test
+    above fails that check without the broadcast of BatchNorm statistics.)"""
+    run = tmp_path / "vq"
+    proc = cli("train", "--nproc", 2, "--family", "vqvae", "--data", "digits", "--out", run, "--steps", 4,
+               "--batch-size", 8, "--quiet", "--set", "model.width=8", "--set", "model.num_codes=16",
+               "--set", "model.code_dim=4", "--set", "model.res_blocks=1", "--set", "train.sample_every=0",
+               timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert genforge.load(run, device="cpu").sample(2, seed=0).shape[0] == 2
+

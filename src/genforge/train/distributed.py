@@ -16,8 +16,11 @@ How genforge splits the work (the same on one machine or several):
 - **Decisions.** A skipped non-finite step, a stop signal and the time budget are agreed by all ranks
   (any rank's reason stops all), so no rank waits in a collective another has left.
 - **Writes.** Rank 0 alone writes checkpoints, metrics, grids and evaluations.
-- **BatchNorm** (GAN and VAE nets) keeps per-rank statistics over each rank's slice: the batch statistics
-  a network sees are those of ``train.batch_size`` items, as in one process with that batch.
+- **BatchNorm** (GAN and VAE nets) normalises over each rank's slice: the batch statistics a network sees
+  are those of ``train.batch_size`` items, as in one process with that batch (SyncBatchNorm needs GPUs).
+- **Buffers** (BatchNorm running statistics) are rank 0's, broadcast after every step, as
+  DistributedDataParallel does by default. A VQ-VAE's EMA codebook statistics are summed over the ranks
+  by the quantizer itself (``nets/quantize.py``), so its codebook is the whole batch's.
 """
 
 from __future__ import annotations
@@ -61,6 +64,23 @@ class Distributed:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics, ...) copied to every rank, one flat broadcast per
+        dtype, as DistributedDataParallel does by default: buffers change outside the gradients, so without
+        this each rank's would drift apart."""
+        if not self.active:
+            return
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for buffer in module.buffers():
+            by_dtype.setdefault(buffer.dtype, []).append(buffer)
+        for buffers in by_dtype.values():
+            flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+            dist.broadcast(flat, src=0)
+            offset = 0
+            for b in buffers:
+                b.data.copy_(flat[offset:offset + b.numel()].view_as(b))
+                offset += b.numel()
+
     def any(self, flag: bool, device: torch.device | None = None) -> bool:
         """True on every rank when it is true on any."""
         if not self.active:
@@ -70,12 +90,13 @@ class Distributed:
         return bool(t.item() > 0)
 
     def check_in_step(self, module: torch.nn.Module) -> None:
-        """Raise ``RunError`` unless every rank holds the same parameters (a fingerprint compared by all-reduce):
-        what gradient averaging guarantees, checked once at the end of training."""
+        """Raise ``RunError`` unless every rank holds the same parameters and buffers (a fingerprint compared by
+        all-reduce): what gradient averaging and buffer broadcasts guarantee, checked at the end of training."""
         if not self.active:
             return
         with torch.no_grad():
-            parts = [p.detach().double().reshape(-1) for p in module.parameters()]
+            parts = [t.detach().double().reshape(-1) for t in [*module.parameters(), *module.buffers()]
+                     if t.is_floating_point()]
             flat = torch.cat(parts) if parts else torch.zeros(1, dtype=torch.float64)
             weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device).remainder_(97).add_(1)
             mine = torch.stack([flat.sum(), (flat * weights).sum()]).to(_collective_device())

@@ -322,6 +322,7 @@ class Trainer:
         torch.manual_seed((step_seed(self.cfg.seed, self.global_step) ^ 0x5DEECE66D) + self.dist.rank)
         factor = self._set_lr()
         ok, logs = self._run_phases(self._batch())
+        self.dist.broadcast_buffers(self.family)  # BatchNorm statistics, EMA codebooks: rank 0's everywhere
         if ok:
             self._consecutive_bad = 0
             if self.ema is not None:
