@@ -185,3 +185,28 @@ def test_a_vqvae_in_two_processes_keeps_one_codebook(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert genforge.load(run, device="cpu").sample(2, seed=0).shape[0] == 2
 
+
+
+@pytest.mark.parametrize("family, data, settings", [
+    ("transformer", "text", ["data.block_size=16", "model.n_layer=2", "model.n_embd=16", "model.n_head=2"]),
+    ("diffusion", "digits", ["model.base_channels=8", "model.channel_mults=[1,2]", "model.attention_resolutions=[4]"]),
+])
+def test_activation_checkpointing_trains_the_same_weights(family, data, settings, corpus, tmp_path):
+    source = f"text:{corpus}" if data == "text" else data
+    common = [*settings, "train.sample_every=0"]
+    plain = genforge.train(family, source, tmp_path / "plain", steps=3, batch_size=4, progress=False, overrides=common)
+    saved = genforge.train(family, source, tmp_path / "ckpt", steps=3, batch_size=4, progress=False,
+                           overrides=[*common, "train.activation_checkpointing=true"])
+    assert plain.step == saved.step == 3
+    assert_same_weights(tmp_path / "ckpt", tmp_path / "plain", atol=1e-6)
+    model = genforge.load(tmp_path / "ckpt", device="cpu")  # sampling is unaffected (no gradients, no recompute)
+    assert model.run.config.train.activation_checkpointing
+
+
+def test_activation_checkpointing_is_refused_for_a_family_without_it(tmp_path):
+    from genforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.activation_checkpointing applies to .*the gan family"):
+        genforge.train("gan", "digits", tmp_path / "gan", steps=1, progress=False,
+                       overrides=["train.activation_checkpointing=true"])
+    assert not (tmp_path / "gan").exists()

@@ -44,6 +44,8 @@ def make_config(
 def validate_train(config: RunConfig) -> None:
     """Every train.* value within its range (``config.TRAIN_RANGES``), and a known feature extractor."""
     check_ranges(config.train, TRAIN_RANGES, "train")
+    if config.train.activation_checkpointing:
+        get_family(config.family).check_activation_checkpointing()
     from genforge.evaluate.extractors import EXTRACTORS
 
     if config.train.eval_features not in EXTRACTORS:

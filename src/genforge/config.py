@@ -39,6 +39,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
     compile: bool = False
+    activation_checkpointing: bool = False  # recompute activations in backward: less memory, more compute
     seed: int = 0
     log_every: int = 25
     sample_every: int = 500  # 0 disables sample grids during training

@@ -41,6 +41,8 @@ class Family(nn.Module, abc.ABC):
     accepts: ClassVar[tuple[str, ...]] = ("image",)  # the DataSpec kinds it trains on (DataSpec.kind)
     # defaults for TrainConfig fields that suit this family (a user's value always wins)
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # the nets whose activations train.activation_checkpointing recomputes in backward (attribute names)
+    checkpointed_nets: ClassVar[tuple[str, ...]] = ()
     # what it can do, each with its settings dataclass (see capabilities.py); the API dispatches on this
     capabilities: ClassVar[dict[str, type[Settings]]] = declare(sample=Plain)
 
@@ -65,6 +67,19 @@ class Family(nn.Module, abc.ABC):
         self.check_accepts(spec)
         self.config = config
         self.spec = spec
+
+    @classmethod
+    def check_activation_checkpointing(cls) -> None:
+        if not cls.checkpointed_nets:
+            raise ConfigError(f"train.activation_checkpointing applies to families with deep nets (transformer, "
+                              f"diffusion); the {cls.name} family's nets are small enough without it")
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute activations in backward instead of keeping them (less memory, about a third more compute)."""
+        if on:
+            self.check_activation_checkpointing()
+        for name in self.checkpointed_nets:
+            getattr(self, name).checkpointing = on
 
     def optimizer_groups(self) -> dict[str, OptimizerGroup]:
         return {"main": OptimizerGroup(params=[p for p in self.parameters() if p.requires_grad])}

@@ -87,6 +87,7 @@ class Diffusion(Family):
     name = "diffusion"
     Config = DiffusionConfig
     accepts = ("image",)
+    checkpointed_nets = ("unet",)
     train_defaults: ClassVar[dict[str, Any]] = {"lr": 2e-3, "batch_size": 16, "ema_decay": 0.995, "warmup_steps": 100}
     capabilities = declare(sample=DiffusionSampling, img2img=Img2Img, inpaint=Inpaint, likelihood=Likelihood)
     # new runs condition on labels when the data has them (older runs keep the dataclass defaults)

@@ -51,6 +51,7 @@ class Transformer(Family):
     name = "transformer"
     Config = TransformerConfig
     accepts = ("tokens",)
+    checkpointed_nets = ("net",)
     capabilities = declare(sample=TextSampling, stream=TextSampling, likelihood=Plain, infill=TextDecoding,
                            **{"continue": TextDecoding})
     # What a new run's config.model starts from (as train_defaults does for config.train), recorded in its

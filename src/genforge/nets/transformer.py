@@ -20,6 +20,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torch import nn
 
 POS_ENCODINGS = ("learned", "rope")
@@ -40,6 +41,8 @@ class GPT(nn.Module):
     positions ``cache.length`` onwards, attends to the keys and values cached before them, and advances
     ``cache.length`` by the number of tokens it ran.
     """
+
+    checkpointing = False  # activation checkpointing in training: each block's activations recomputed in backward
 
     def __init__(
         self,
@@ -142,8 +145,12 @@ class GPT(nn.Module):
             x = x + self.wpe(pos)
         rotation = self.rotary(pos) if self.rotary is not None else None
         x = self.drop(x)
+        recompute = self.checkpointing and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, pos, rotation, cache, i)
+            if recompute:  # activation checkpointing: the block's activations are recomputed in backward
+                x = checkpoint(block, x, pos, rotation, None, i, use_reentrant=False)
+            else:
+                x = block(x, pos, rotation, cache, i)
         x = self.ln_f(x)
         return F.linear(x, self.head_weight)
 

@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from genforge.errors import ConfigError
 from genforge.nets.embeddings import TimestepEmbedding
@@ -170,6 +171,13 @@ class UNet(nn.Module):
             group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, out_channels or in_channels, 3, padding=1))
         )
 
+    checkpointing = False  # activation checkpointing: each level's activations are recomputed in backward
+
+    def _run(self, block: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, h, emb, use_reentrant=False)
+        return block(h, emb)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_embed(t)
         if cond is not None:
@@ -181,12 +189,13 @@ class UNet(nn.Module):
             # against diffusers in benchmarks/diffusion_speed.py). The output comes back in the input's layout.
             h = h.contiguous(memory_format=torch.channels_last)
         skips = [h]
+        run = self._run
         for block in self.down:
-            h = block(h, emb)
+            h = run(block, h, emb)
             skips.append(h)
-        h = self.middle(h, emb)
+        h = run(self.middle, h, emb)
         for block in self.up:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            h = run(block, torch.cat([h, skips.pop()], dim=1), emb)
         out = self.out(h)
         if x.is_contiguous() and not out.is_contiguous():
             out = out.contiguous()

@@ -81,6 +81,8 @@ class Trainer:
         configure_backends(self.device)
         self.amp_dtype = autocast_dtype(self.device, self.cfg.precision)
         self.family = family.to(self.device)
+        if self.cfg.activation_checkpointing:
+            self.family.set_activation_checkpointing(True)
         self.ema = EMA(self.family, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
         self.optimizers = self._build_optimizers()
         self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
