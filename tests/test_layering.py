@@ -15,7 +15,7 @@ import genforge
 SRC = Path(genforge.__file__).parent
 # top first: each entry is the first name under genforge (a module or a package)
 LAYERS = [{"cli"}, {"demo"}, {"refine"}, {"api"}, {"models"}, {"train", "evaluate"}, {"modalities"}, {"runs"},
-          {"families"}, {"nets", "sampling"}, {"data"}, {"config", "errors", "io", "runlock", "launch"}]
+          {"families"}, {"nets", "sampling"}, {"data"}, {"config", "errors", "io", "runlock", "launch", "draws"}]
 KNOWN_UPWARD: set[tuple[str, str]] = set()  # none: every edge points down
 
 

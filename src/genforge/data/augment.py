@@ -29,6 +29,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from genforge import draws
 from genforge.errors import ConfigError
 
 POLICIES = ("color", "translation", "cutout")
@@ -64,8 +65,10 @@ def diff_augment(x: torch.Tensor, policy: str | Sequence[str],
 
 def _uniform(x: torch.Tensor, generator: torch.Generator | None, low: float, high: float) -> torch.Tensor:
     """One U(low, high) value per sample, shaped (B, 1, 1, 1) to broadcast over x, in x's dtype."""
-    device = generator.device if generator is not None else x.device
-    u = torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=device)
+    if generator is None:  # training: this part's rows of the whole batch's draw (genforge.draws)
+        u = draws.rand(x.shape[0], 1, 1, 1, device=x.device)
+    else:
+        u = torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=generator.device)
     return (low + (high - low) * u).to(x.device, x.dtype)
 
 
@@ -76,8 +79,9 @@ def _share(size: int, ratio: float) -> int:
 
 def _randint(x: torch.Tensor, generator: torch.Generator | None, low: int, high: int) -> torch.Tensor:
     """One integer in [low, high] (inclusive) per sample, shaped (B,), on x's device."""
-    device = generator.device if generator is not None else x.device
-    return torch.randint(low, high + 1, (x.shape[0],), generator=generator, device=device).to(x.device)
+    if generator is None:  # training: this part's rows of the whole batch's draw (genforge.draws)
+        return draws.randint(low, high + 1, x.shape[0], device=x.device)
+    return torch.randint(low, high + 1, (x.shape[0],), generator=generator, device=generator.device).to(x.device)
 
 
 def color(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

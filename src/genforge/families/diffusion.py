@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from genforge import draws
 from genforge.data.spec import DataSpec
 from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
@@ -130,15 +131,15 @@ class Diffusion(Family):
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> Iterator[Phase]:
         x0 = batch["x"]
-        t = torch.randint(0, self.config.timesteps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(x0)
+        t = draws.randint(0, self.config.timesteps, x0.shape[0], device=x0.device)
+        noise = draws.randn_like(x0)
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         labels = None
         if self.num_classes:
             if "y" not in batch:
                 raise ConfigError("this diffusion model is class-conditional but the batch has no labels 'y'")
-            drop = torch.rand(x0.shape[0], device=x0.device) < self.config.label_dropout
+            drop = draws.rand(x0.shape[0], device=x0.device) < self.config.label_dropout
             labels = torch.where(drop, torch.full_like(batch["y"], self.null_label), batch["y"])
         out = self.net(x_t, t, labels).float()
         target = prediction_target(self.config.prediction, x0.float(), noise.float(), abar)

@@ -35,6 +35,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from genforge import draws
 from genforge.data.augment import diff_augment, parse_policy
 from genforge.data.spec import DataSpec
 from genforge.config import Range, check_choices, check_ranges
@@ -168,9 +169,10 @@ class GAN(Family):
         kind, config = self.config.loss, self.config
         real_spread = spread(real, labels)
         for _ in range(config.d_steps):
-            z = torch.randn(real.shape[0], config.latent_dim, device=real.device)
+            z = draws.randn(real.shape[0], config.latent_dim, device=real.device)
             fake = self.generate(z, labels)
-            self.d_updates += 1
+            if draws.first_micro_batch():  # one discriminator update, however many micro-batches it adds up
+                self.d_updates += 1
             lazy_r1 = config.r1_gamma > 0 and int(self.d_updates) % config.r1_every == 0
             seen_real = real.detach().requires_grad_(True) if lazy_r1 else real
             # reals and fakes go through D separately: its spread feature must measure each batch on its own

@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from genforge import draws
 from genforge.errors import ConfigError
 
 LOSSES = ("ns", "hinge", "wgan", "lsgan")
@@ -112,7 +113,10 @@ def gradient_penalty(critic: Callable[..., torch.Tensor], real: torch.Tensor, fa
                          f"and {tuple(fake.shape)}")
     real, fake = real.detach(), fake.detach()
     device = generator.device if generator is not None else real.device
-    u = torch.rand(real.shape[0], generator=generator, device=device).to(real.device, real.dtype)
+    if generator is None:  # training: this part's rows of the whole batch's draw (genforge.draws)
+        u = draws.rand(real.shape[0], device=device).to(real.device, real.dtype)
+    else:
+        u = torch.rand(real.shape[0], generator=generator, device=device).to(real.device, real.dtype)
     u = u.view(-1, *([1] * (real.dim() - 1)))
     x_hat = (real + u * (fake - real)).requires_grad_(True)
     out = _call(critic, x_hat, labels)

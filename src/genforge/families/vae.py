@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genforge import draws
 from genforge.data.spec import DataSpec
 from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
@@ -171,7 +172,7 @@ class VAE(Family):
         x = self.data_view(batch["x"])
         labels = self._labels(batch, "this vae is class-conditional but the batch has no labels 'y'")
         mu, logvar = self.posterior(x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z = mu + draws.randn_like(mu) * (0.5 * logvar).exp()
         recon = self.neg_log_likelihood(self.decoder(z), x)
         kl_dims = kl_divergence_per_dim(mu, logvar, self.prior_mean(labels, mu))
         kl = kl_dims.sum(dim=1)

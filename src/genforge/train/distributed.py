@@ -11,8 +11,10 @@ How genforge splits the work (the same on one machine or several):
 - **Gradients.** After each phase's backward (both GAN players), gradients are averaged over the ranks
   in one flat all-reduce, before clipping and the optimizer step; every rank then holds the same
   weights, and so the same EMA.
-- **Noise.** Each rank's random draws (noise, timesteps, latents, dropout) come from the step's seed
-  plus its rank: different on every rank, reproducible, and rank 0's equal a single process's.
+- **Noise.** Every rank starts the step from the same random state, and the families draw their noise,
+  timesteps and latents for the whole batch and keep their rows (``genforge.draws``): the ranks together
+  draw what one process with the combined batch does, so the weights are the same too (dropout masks,
+  off by default, are each rank's own).
 - **Decisions.** A skipped non-finite step, a stop signal and the time budget are agreed by all ranks
   (any rank's reason stops all), so no rank waits in a collective another has left.
 - **Writes.** Rank 0 alone writes checkpoints, metrics, grids and evaluations.

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from genforge import draws
 from genforge.errors import RunError, TrainingDiverged
 from genforge.families.base import Family
 from genforge.io import save_tensors, storage_error, unique_state
@@ -250,6 +251,10 @@ class Trainer:
         logs: dict[str, torch.Tensor] = {}
         k = len(micro_batches)
         streams = [self.family.training_step(micro) for micro in micro_batches]
+        # each micro-batch's draws start from the step's random state and are its rows of the whole batch's
+        # (genforge.draws): the parts together draw what one unsplit batch would
+        self._parts = [(self.dist.rank * k + i, self.dist.world * k, i) for i in range(k)]
+        self._states = [_rng_state(self.device)] * k if k > 1 else None
         try:
             while True:
                 phase = self._next_phase(streams)
@@ -287,12 +292,16 @@ class Trainer:
     def _next_phase(self, streams: list) -> tuple[str, list[torch.Tensor], list[dict]] | None:
         """The next phase of every micro-batch's training step: (optimizer name, losses, logs); None at the end."""
         names, losses, logs = [], [], []
-        for stream in streams:
-            with autocast(self.device, self.amp_dtype):
+        for i, stream in enumerate(streams):
+            if self._states is not None:
+                _set_rng_state(self.device, self._states[i])
+            with autocast(self.device, self.amp_dtype), draws.part(*self._parts[i]):
                 try:
                     name, loss, phase_logs = next(stream)
                 except StopIteration:
                     return None
+            if self._states is not None:
+                self._states[i] = _rng_state(self.device)
             names.append(name)
             losses.append(loss)
             logs.append(phase_logs)
@@ -320,8 +329,8 @@ class Trainer:
         ``train.max_bad_steps`` in a row save a checkpoint of the last good weights and raise
         ``TrainingDiverged``."""
         start = time.perf_counter()
-        # the step's noise, dropout and latents: the same on resume; each process its own (rank 0: one process's)
-        torch.manual_seed((step_seed(self.cfg.seed, self.global_step) ^ 0x5DEECE66D) + self.dist.rank)
+        # the step's noise, dropout and latents: the same on resume, and in every process (each keeps its rows)
+        torch.manual_seed(step_seed(self.cfg.seed, self.global_step) ^ 0x5DEECE66D)
         factor = self._set_lr()
         ok, logs = self._run_phases(self._batch())
         self.dist.broadcast_buffers(self.family)  # BatchNorm statistics, EMA codebooks: rank 0's everywhere
@@ -387,3 +396,14 @@ class Trainer:
 
 def _as_tensor(value) -> torch.Tensor:
     return value.detach() if torch.is_tensor(value) else torch.tensor(float(value))
+
+
+def _rng_state(device: torch.device) -> tuple:
+    """The global random state draws on ``device`` use (the CPU's, and the GPU's on CUDA)."""
+    return (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
