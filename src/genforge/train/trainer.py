@@ -244,10 +244,11 @@ class Trainer:
         return factor
 
     def _run_phases(self, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[bool, dict[str, torch.Tensor]]:
-        """Every phase the family yields: for each, the backward of every micro-batch's loss (each divided by
-        their number, so the gradients add up to the mean over the whole batch), the gradients averaged over
-        the processes, clipping and the optimizer step. A GAN's generator phase is computed after the
-        discriminator's step, micro-batch by micro-batch, as with one batch. Returns (finite, logs)."""
+        """Every phase the family yields: for each, every micro-batch's loss and its backward (each divided by
+        their number, so the gradients add up to the mean over the whole batch; one micro-batch's activations
+        are alive at a time), the gradients averaged over the processes, clipping and the optimizer step. A
+        GAN's generator phase is computed after the discriminator's step, micro-batch by micro-batch, as with
+        one batch. Returns (finite, logs)."""
         logs: dict[str, torch.Tensor] = {}
         k = len(micro_batches)
         streams = [self.family.training_step(micro) for micro in micro_batches]
@@ -257,17 +258,14 @@ class Trainer:
         self._states = [_rng_state(self.device)] * k if k > 1 else None
         try:
             while True:
-                phase = self._next_phase(streams)
+                phase = self._backward_phase(streams)
                 if phase is None:
                     break
-                name, losses, phase_logs = phase
+                name, losses, phase_logs, finite = phase
                 opt = self.optimizers[name]
-                finite = all(bool(torch.isfinite(loss.detach())) for loss in losses)
                 if self.dist.any(not finite, self.device):  # skipped by every process
                     opt.zero_grad(set_to_none=True)
                     return False, logs
-                for loss in losses:
-                    (loss / k if k > 1 else loss).backward()
                 params = [p for g in opt.param_groups for p in g["params"]]
                 self.dist.average_gradients(params)
                 if self.cfg.grad_clip > 0:
@@ -280,7 +278,7 @@ class Trainer:
                 logs[f"{name}/grad_norm"] = norm.detach()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                logs[f"{name}/loss"] = torch.stack([loss.detach() for loss in losses]).mean()
+                logs[f"{name}/loss"] = torch.stack(losses).mean()
                 for key in phase_logs[0]:
                     values = [_as_tensor(one[key]) for one in phase_logs]
                     logs[f"{name}/{key}"] = values[0] if k == 1 else torch.stack(values).float().mean()
@@ -289,9 +287,11 @@ class Trainer:
                 stream.close()
         return True, logs
 
-    def _next_phase(self, streams: list) -> tuple[str, list[torch.Tensor], list[dict]] | None:
-        """The next phase of every micro-batch's training step: (optimizer name, losses, logs); None at the end."""
-        names, losses, logs = [], [], []
+    def _backward_phase(self, streams: list) -> tuple[str, list[torch.Tensor], list[dict], bool] | None:
+        """The next phase of every micro-batch's training step, each loss backwarded as soon as it is computed:
+        (optimizer name, detached losses, logs, whether all were finite); None at the end."""
+        names, losses, logs, finite = [], [], [], True
+        k = len(streams)
         for i, stream in enumerate(streams):
             if self._states is not None:
                 _set_rng_state(self.device, self._states[i])
@@ -302,13 +302,17 @@ class Trainer:
                     return None
             if self._states is not None:
                 self._states[i] = _rng_state(self.device)
+            if bool(torch.isfinite(loss.detach())):
+                (loss / k if k > 1 else loss).backward()
+            else:
+                finite = False  # no backward: the step is skipped (by every process)
             names.append(name)
-            losses.append(loss)
+            losses.append(loss.detach())
             logs.append(phase_logs)
         if len(set(names)) != 1:
             raise RunError(f"the {self.run.config.family} family yielded different phases for micro-batches of one step "
                            f"({', '.join(names)}); gradient accumulation needs the same phases for each")
-        return names[0], losses, logs
+        return names[0], losses, logs, finite
 
     def _batch(self) -> list[dict[str, torch.Tensor]]:
         """This step's micro-batches: the global batch of every process and micro-batch drawn from the step's
