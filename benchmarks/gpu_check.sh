@@ -57,6 +57,14 @@ section "GPT-2 124M: genforge vs HF transformers, bf16, compiled" 140 \
 section "DDPM-CIFAR10 UNet: genforge vs diffusers, bf16, compiled" 240 \
     bash -c '"$0" -c "import diffusers" 2>/dev/null || { echo "diffusers is missing: pip install -e .[bench]"; exit 3; }
              exec "$0" benchmarks/diffusion_speed.py --preset cifar --device cuda --compile' "$PY"
+# with more than one GPU: the same global batch in 1 process and in N (torchrun, NCCL), the transformer
+GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [ "$GPUS" -gt 1 ]; then
+    section "multi-GPU scaling (torchrun, 1 to $GPUS processes)" 120 \
+        "$PY" benchmarks/ddp_scaling.py --families transformer --steps 30 --global-batch $((32 * GPUS))
+else
+    SUMMARY+=("SKIPPED  multi-GPU scaling (one GPU visible)")
+fi
 
 # a runner that collects files from $OUT gets the benchmark result files too
 if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then cp benchmarks/results/*.md "$OUT"/ 2>/dev/null || true; fi

@@ -1,0 +1,52 @@
+"""`genforge demo` end to end: four families trained, sampled, scored and compared in one folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
+    """`genforge demo` as its entry point runs it (the real plan: default models on mnist and pycode, the
+    classifier extractor), at the smallest budget: 20 steps a family and 10 scored images. It runs in this
+    process (``run_main``) so that what the command line does not expose can be made small too: the text
+    runs are scored on 8 samples of 64 tokens, the diffusion likelihood bound on 2 timesteps an image and the
+    classifier extractor trained for 60 steps (the demo's defaults, 100 x 256 tokens, 32 timesteps and 600
+    steps, cost minutes on a CPU and check nothing more)."""
+    import functools
+
+    import genforge.demo
+    import genforge.evaluate.evaluator as evaluator
+    import genforge.evaluate.extractors as extractors
+    import genforge.evaluate.scorers.text as text_scorer
+    from clitools import run_main
+
+    monkeypatch.setattr(genforge.demo, "run_demo", functools.partial(genforge.demo.run_demo, eval_n_text=8))
+    monkeypatch.setattr(text_scorer, "TEXT_SAMPLE_TOKENS", 64)
+    monkeypatch.setattr(evaluator, "QUICK_LIKELIHOOD_SAMPLES", 2)
+    monkeypatch.setattr(extractors, "TRAIN_STEPS", 60)  # the classifier is trained as in the demo, for fewer steps
+    out = tmp_path / "demo"
+    proc = run_main("demo", "--out", out, "--minutes", "0.1", "--eval-n", "10", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"summary: {out / 'summary.md'}" in proc.stdout
+    summary = (out / "summary.md").read_text()
+    for family in ("diffusion", "gan", "vae", "transformer"):
+        assert family in summary
+        assert (out / "runs" / family / "model.safetensors").is_file()
+    for family in ("diffusion", "gan", "vae"):
+        assert (out / f"{family}.png").stat().st_size > 1000
+    code = (out / "code_samples.txt").read_text()
+    assert len(code) > 200
+    # every run scored, side by side in one self-contained page with the real-data reference rows
+    report = (out / "report.html").read_text()
+    assert report.count("real data (held-out)") >= 2  # the image table and the text table
+    assert report.count('class="grid"') >= 3 and "http://" not in report and "https://" not in report
+    for family in ("diffusion", "gan", "vae"):
+        assert json.loads((out / "runs" / family / "eval.json").read_text())["results"]["classifier/n=10"]["n"] == 10
+    assert json.loads((out / "runs" / "transformer" / "eval.json").read_text())["results"]["text/n=8"]["n"] == 8
+    assert "FD " in summary and "bits/byte" in summary and "report.html" in summary
+    # a second demo into the same folder needs --overwrite (refused before any training)
+    again = run_main("demo", "--out", out, "--minutes", "0.1", "--quiet")
+    assert again.returncode == 1 and "--overwrite" in again.stderr
