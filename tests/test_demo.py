@@ -10,25 +10,22 @@ import pytest
 @pytest.mark.slow
 def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
     """`genforge demo` as its entry point runs it (the real plan: default models on mnist and pycode, the
-    classifier extractor), at the smallest budget: 20 steps a family and 10 scored images. It runs in this
-    process (``run_main``) so that what the command line does not expose can be made small too: the text
-    runs are scored on 8 samples of 64 tokens, the diffusion likelihood bound on 2 timesteps an image and the
-    classifier extractor trained for 60 steps (the demo's defaults, 100 x 256 tokens, 32 timesteps and 600
-    steps, cost minutes on a CPU and check nothing more)."""
-    import functools
-
-    import genforge.demo
+    classifier extractor), at the smallest budget: 20 steps a family, 10 scored images and 8 texts, 16 images
+    written per family and code samples of 96 tokens. It runs in this process (``run_main``) so that what the
+    command line does not expose can be made small too: scored texts of 64 tokens, the diffusion likelihood
+    bound on 2 timesteps an image and the classifier extractor trained for 60 steps (the demo's defaults,
+    256 tokens, 32 timesteps and 600 steps, cost minutes on a CPU and check nothing more)."""
     import genforge.evaluate.evaluator as evaluator
     import genforge.evaluate.extractors as extractors
     import genforge.evaluate.scorers.text as text_scorer
     from clitools import run_main
 
-    monkeypatch.setattr(genforge.demo, "run_demo", functools.partial(genforge.demo.run_demo, eval_n_text=8))
     monkeypatch.setattr(text_scorer, "TEXT_SAMPLE_TOKENS", 64)
     monkeypatch.setattr(evaluator, "QUICK_LIKELIHOOD_SAMPLES", 2)
     monkeypatch.setattr(extractors, "TRAIN_STEPS", 60)  # the classifier is trained as in the demo, for fewer steps
     out = tmp_path / "demo"
-    proc = run_main("demo", "--out", out, "--minutes", "0.1", "--eval-n", "10", "--quiet")
+    proc = run_main("demo", "--out", out, "--minutes", "0.1", "--eval-n", "10", "--eval-n-text", "8", "--samples", "16",
+                    "--code-tokens", "96", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"summary: {out / 'summary.md'}" in proc.stdout
     summary = (out / "summary.md").read_text()

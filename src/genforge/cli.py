@@ -386,12 +386,16 @@ def demo(
     minutes: float = typer.Option(10.0, "--minutes", help="Total training budget for the four families."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
     eval_n: int = typer.Option(500, "--eval-n", help="Images sampled per image family for the report's scores."),
+    eval_n_text: int = typer.Option(100, "--eval-n-text", help="Texts sampled for the transformer's scores."),
+    samples: int = typer.Option(64, "--samples", help="Images written per image family (and shown in its grid)."),
+    code_tokens: int = typer.Option(320, "--code-tokens", help="Tokens of each of the 8 code samples the summary shows."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """The main job: train all four families briefly on built-in data, score them, write report.html."""
     from genforge.demo import run_demo
 
-    summary = run_demo(out, minutes=minutes, overwrite=overwrite, progress=not quiet, log=typer.echo, eval_n=eval_n)
+    summary = run_demo(out, minutes=minutes, overwrite=overwrite, progress=not quiet, log=typer.echo, eval_n=eval_n,
+                       eval_n_text=eval_n_text, samples=samples, code_tokens=code_tokens)
     typer.echo(f"summary: {summary}")
 
 

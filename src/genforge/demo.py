@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from genforge.config import check_count
 from genforge.errors import ConfigError
 from genforge.io import atomic_write_text
 
@@ -37,6 +38,8 @@ PLAN = (
 TRAIN_SHARE = 0.76  # the rest of the budget goes to data preparation, timing, sampling and scoring
 EVAL_N = 500  # image samples scored per family: mnist holds out 500 images, so real data gets a row too
 EVAL_N_TEXT = 100
+SAMPLES = 64  # images written per image family, all in its grid
+CODE_TOKENS = 320  # tokens of each code sample shown in the summary
 CODE_PROMPTS = ("", "def ", "class ", "import ")
 
 
@@ -56,7 +59,7 @@ def seconds_per_step(config, prepared, probes: int = 4) -> float:
 
 def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print, plan: tuple[DemoPart, ...] = PLAN, eval_n: int = EVAL_N,
-             eval_n_text: int = EVAL_N_TEXT) -> Path:
+             eval_n_text: int = EVAL_N_TEXT, samples: int = SAMPLES, code_tokens: int = CODE_TOKENS) -> Path:
     from genforge.api import compare, load, make_config, train
     from genforge.modalities import prepare
     from genforge.evaluate.evaluator import QUICK_LIKELIHOOD_SAMPLES
@@ -64,7 +67,9 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
     if not minutes > 0:
         raise ConfigError(f"--minutes must be positive, got {minutes}")
     if eval_n < 2 or eval_n_text < 2:
-        raise ConfigError(f"--eval-n must be at least 2, got {min(eval_n, eval_n_text)}")
+        raise ConfigError(f"--eval-n and --eval-n-text must be at least 2, got {min(eval_n, eval_n_text)}")
+    check_count(samples, "--samples (images per image family)", 10_000)
+    check_count(code_tokens, "--code-tokens (tokens per code sample)", 100_000)
     out = Path(out)
     runs_dir = out / "runs"
     for part in plan:
@@ -95,14 +100,14 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
         )
         model = load(runs_dir / part.family)
         if model.writes_images:
-            paths = model.save_samples(64, out / "samples" / part.family, seed=0)
+            paths = model.save_samples(samples, out / "samples" / part.family, seed=0, progress=False)
             shutil.copyfile(out / "samples" / part.family / "grid.png", out / f"{part.family}.png")
             shown = f"![{part.family}]({part.family}.png)"
             n_out = len(paths)
         else:
             texts = []
             for i, prompt in enumerate(CODE_PROMPTS):
-                texts += model.sample(2, seed=i, prompt=prompt or None, max_new_tokens=320)
+                texts += model.sample(2, seed=i, prompt=prompt or None, max_new_tokens=code_tokens)
             code_samples = texts
             atomic_write_text(out / "code_samples.txt", ("\n" + "#" * 72 + "\n").join(texts))
             shown = "[code_samples.txt](code_samples.txt)"
