@@ -113,7 +113,6 @@ class PointsScorer:
 
 class PointsModality(Modality):
     name = "points"
-    description = "2-D points, quantised to a 16 x 16 grid"
     unit = "tok"
     builtin_sources = {"toy-points": "2,000 points from four Gaussians (made by this test)"}
     scorer = PointsScorer

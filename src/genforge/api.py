@@ -86,7 +86,7 @@ def train(
         raise ConfigError("an output run directory (--out) is required")
     if not resume and restarted_launch_of(out):  # torchrun restarted the group that created this run
         resume = True
-        if log is not None and distributed.launch_id() and os.environ.get("RANK", "0") == "0":
+        if log is not None and os.environ.get("RANK", "0") == "0":
             log(f"note: restarted by torchrun; {out} continues from its last checkpoint")
     lock = None
     if resume:
@@ -240,31 +240,31 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
     if len(set(names)) != len(names):
         raise ConfigError(f"runs must have distinct directory names to be told apart; got {', '.join(names)}")
     modalities = [modality_of(run.spec, run.path) for run in opened]
+    scorers = [scorer_class(modality) for modality in modalities]
+    run_features = [features if scorer.uses_features else "auto" for scorer in scorers]  # text has no extractor
     results = []
-    for run, modality in zip(opened, modalities):
-        scorer = scorer_class(modality)
+    for run, modality, scorer, run_feature in zip(opened, modalities, scorers, run_features):
         chosen = n if scorer.uses_features else n_text  # images (and what decodes to them), or texts
         want_n = chosen if chosen is not None else modality.default_eval_n
-        run_features = features if scorer.uses_features else "auto"
-        result = find_result(run.path, scorer.extractor_name(run_features, run), want_n)
+        result = find_result(run.path, scorer.extractor_name(run_feature, run), want_n)
         if (result is None or result.get("step") != run.model_step()
                 or result.get("likelihood_samples", likelihood_samples) != likelihood_samples):
             log(f"evaluating {run.path} ({want_n} samples)")
-            result = evaluate(run.path, n=want_n, features=run_features, weights=weights, seed=seed,
+            result = evaluate(run.path, n=want_n, features=run_feature, weights=weights, seed=seed,
                               device=device, progress=progress, likelihood_samples=likelihood_samples)
         results.append(result)
 
     tables = []
-    for group_modality in dict.fromkeys(r["modality"] for r in results):  # in the order runs were given
-        group = [r for r in results if r["modality"] == group_modality]
+    for kind in dict.fromkeys(r["modality"] for r in results):  # results filed alike, in the order runs were given
+        members = [i for i, r in enumerate(results) if r["modality"] == kind]
+        group = [results[i] for i in members]
         check_comparable(group)
-        first = next(run for run, r in zip(opened, results) if r["modality"] == group_modality)
-        scorer = scorer_class(modality_of(first.spec, first.path))
-        prepared = prepare(first.config.data.source, first.config.data, progress=progress)
-        evaluator = Evaluator(prepared, data=first.config.data.source,
-                              features=features if scorer.uses_features else "auto",
-                              weights=weights if scorer.uses_features else None, n=group[0]["n"], seed=seed,
+        first = members[0]  # its data gives the real-data reference row
+        run = opened[first]
+        prepared = prepare(run.config.data.source, run.config.data, progress=progress)
+        evaluator = Evaluator(prepared, data=run.config.data.source, features=run_features[first],
+                              weights=weights if scorers[first].uses_features else None, n=group[0]["n"], seed=seed,
                               device=resolve_device(device), progress=progress)
-        tables.append(metrics_table(get_modality(group_modality).report, group, evaluator.reference_result(first)))
+        tables.append(metrics_table(get_modality(kind).report, group, evaluator.reference_result(run)))
     report_runs = [report_run(run, result, modality) for run, result, modality in zip(opened, results, modalities)]
     return write_report(out, report_runs, tables, title=title, subtitle=subtitle)

@@ -157,7 +157,7 @@ class TextCodec:
             atomic_write_text(path, text)
             paths.append(path)
         if settings:
-            atomic_write_json(out_dir / "settings.json", _plain(params))
+            self.finish(texts, out_dir, params)
         return paths
 
     def grid(self, tokens: torch.Tensor, path: str | os.PathLike, params: dict[str, Any], prompt_len: int = 0) -> Path:

@@ -13,6 +13,7 @@ from outside the package, ``registry.register``).
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +21,6 @@ from typing import Any, ClassVar
 from genforge.config import DataConfig
 from genforge.data.sources import Source
 from genforge.data.spec import DataSpec
-from genforge.errors import ConfigError
 
 
 @dataclass
@@ -51,11 +51,11 @@ class ReportStyle:
     shows: str = "grid"  # "grid": the latest training grid; "examples": the scored samples as text
 
 
-class Modality:
-    """One kind of data. Class attributes declare; methods do the modality-specific work."""
+class Modality(abc.ABC):
+    """One kind of data. Class attributes declare; methods do the modality-specific work (those marked
+    abstract must be written by every modality; the others have defaults that suit most)."""
 
     name: ClassVar[str]  # recorded in DataSpec.modality, cache manifests and eval results
-    description: ClassVar[str] = ""
     data_kind: ClassVar[str]  # the tensors families see (DataSpec.kind): "image", "tokens", ...
     unit: ClassVar[str]  # what a training or sampling rate counts: "img", "tok"
     builtin_sources: ClassVar[dict[str, str]] = {}  # name -> one-line description
@@ -82,21 +82,21 @@ class Modality:
     def check_config(self, source: Source, cfg: DataConfig) -> None:
         """Refuse data.* settings that do not apply to this modality."""
 
+    @abc.abstractmethod
     def preparation_params(self, source: Source, cfg: DataConfig) -> dict:
         """The settings that change what lands in the cache (part of its key)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def write(self, tmp: Path, source: Source, params: dict, progress: bool) -> dict:
         """Decode the source into ``tmp``; returns the manifest's modality-specific fields."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read(self, path: Path, manifest: dict) -> Any:
         """The arrays of a cache entry, checked (``cache.CorruptEntry`` when they do not match the manifest)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def assemble(self, entry: Any, source: Source, cfg: DataConfig) -> Prepared:
         """Datasets and spec from a cache entry and the settings that do not touch the cache."""
-        raise NotImplementedError
 
     # ---- runs -------------------------------------------------------------------------------------
     def load_tokenizer(self, path: Path) -> Any:
@@ -119,12 +119,9 @@ class Modality:
         """What ``family.sample`` needs besides ``n`` and ``generator`` to draw an unconditional sample."""
         return {}
 
+    @abc.abstractmethod
     def codec(self, spec: DataSpec, tokenizer: Any) -> Any:
         """Samples -> files: ``decode``, ``write_items``, ``finish``, ``grid`` (see data/codecs.py)."""
-        raise NotImplementedError
 
     def rate(self, items_per_s: float | None) -> str:
         return "-" if items_per_s is None else f"{items_per_s:,.0f} {self.unit}/s"
-
-    def wrong_family(self, family: str, accepts: tuple[str, ...]) -> ConfigError:
-        return ConfigError(f"family '{family}' does not handle {self.name} data; it handles {', '.join(accepts)} data")

@@ -119,17 +119,16 @@ def open_vq_run(path: Path) -> Run:
     return run
 
 
-def vq_images(path: Path, progress: bool = True) -> Prepared:
-    """The images the VQ-VAE run at ``path`` was trained on, prepared as it was."""
+def vq_images(path: Path, progress: bool = True) -> tuple[str, Prepared]:
+    """The images the VQ-VAE run at ``path`` was trained on, prepared as it was, and their source's name."""
     from genforge.modalities.prepare import prepare
 
     data = open_vq_run(path).config.data
-    return prepare(data.source, data, progress=progress)
+    return data.source, prepare(data.source, data, progress=progress)
 
 
 class CodesModality(TokenStreams):
     name = "codes"
-    description = "a VQ-VAE's code grids: token streams a transformer prior learns, decoded to images"
     path_forms = {"codes": "codes:RUN (a trained vqvae run's images as code grids, for a transformer prior)"}
     scorer = "genforge.evaluate.scorers.codes:CodesScorer"
     scores_as = "image"  # decoded samples are scored like an image run on the VQ-VAE's data
@@ -187,7 +186,7 @@ def write_codes(tmp: Path, source: Source, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     family = open_vq_run(source.path).load_family("cpu")
-    images = vq_images(source.path, progress)
+    _, images = vq_images(source.path, progress)
     tokenizer = CodeTokenizer(family.num_codes, family.code_grid, str(source.path))
     tokenizer.save(tmp / "tokenizer.json")
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32

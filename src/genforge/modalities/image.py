@@ -26,7 +26,6 @@ LOADERS = {"digits": images.load_digits, "mnist": images.load_mnist}
 
 class ImageModality(Modality):
     name = "image"
-    description = "pictures: (C, H, W) pixels, grayscale or RGB"
     unit = "img"
     builtin_sources = {
         "digits": "scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes",

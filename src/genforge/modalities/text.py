@@ -62,7 +62,6 @@ class TokenStreams(Modality):
 
 class TextModality(TokenStreams):
     name = "text"
-    description = "text and code: token streams of a character or byte-level BPE tokenizer"
     builtin_sources = {"pycode": "the Python standard library's own source code (~9 MB)"}
     path_forms = {"text": "text:PATH (a text file, or a folder of text files; UTF-8, other bytes kept raw)"}
     model_kind = "text"

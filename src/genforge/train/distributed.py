@@ -137,12 +137,6 @@ def setup(device: torch.device) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def shutdown() -> None:
-    """Leave the process group (before the interpreter exits; see ``genforge.cli.main``)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def shutdown_and_exit(code: int) -> None:
     """End a process that trained among several: leave the group, flush, and exit at once. With torch 2.13
     a rank that exits the interpreter normally after its work may abort ("terminate called without an

@@ -254,11 +254,11 @@ class Trainer:
         streams = [self.family.training_step(micro) for micro in micro_batches]
         # each micro-batch's draws start from the step's random state and are its rows of the whole batch's
         # (genforge.draws): the parts together draw what one unsplit batch would
-        self._parts = [(self.dist.rank * k + i, self.dist.world * k, i) for i in range(k)]
-        self._states = [_rng_state(self.device)] * k if k > 1 else None
+        parts = [(self.dist.rank * k + i, self.dist.world * k, i) for i in range(k)]
+        states = [_rng_state(self.device)] * k if k > 1 else None
         try:
             while True:
-                phase = self._backward_phase(streams)
+                phase = self._backward_phase(streams, parts, states)
                 if phase is None:
                     break
                 name, losses, phase_logs, finite = phase
@@ -287,21 +287,23 @@ class Trainer:
                 stream.close()
         return True, logs
 
-    def _backward_phase(self, streams: list) -> tuple[str, list[torch.Tensor], list[dict], bool] | None:
+    def _backward_phase(self, streams: list, parts: list[tuple[int, int, int]],
+                        states: list | None) -> tuple[str, list[torch.Tensor], list[dict], bool] | None:
         """The next phase of every micro-batch's training step, each loss backwarded as soon as it is computed:
-        (optimizer name, detached losses, logs, whether all were finite); None at the end."""
+        (optimizer name, detached losses, logs, whether all were finite); None at the end. Stream i draws as
+        part ``parts[i]``, from its own random state ``states[i]`` (kept up to date) when there are several."""
         names, losses, logs, finite = [], [], [], True
         k = len(streams)
         for i, stream in enumerate(streams):
-            if self._states is not None:
-                _set_rng_state(self.device, self._states[i])
-            with autocast(self.device, self.amp_dtype), draws.part(*self._parts[i]):
+            if states is not None:
+                _set_rng_state(self.device, states[i])
+            with autocast(self.device, self.amp_dtype), draws.part(*parts[i]):
                 try:
                     name, loss, phase_logs = next(stream)
                 except StopIteration:
                     return None
-            if self._states is not None:
-                self._states[i] = _rng_state(self.device)
+            if states is not None:
+                states[i] = _rng_state(self.device)
             if bool(torch.isfinite(loss.detach())):
                 (loss / k if k > 1 else loss).backward()
             else:

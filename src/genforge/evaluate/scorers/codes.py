@@ -15,13 +15,12 @@ class CodesScorer(ImageScorer):
     sample_batch = 100
 
     def __init__(self, evaluator):
-        from genforge.modalities import prepare
-        from genforge.modalities.codes import CodesCodec, open_vq_run
+        from genforge.modalities.codes import CodesCodec, vq_images
 
         tokenizer = evaluator.prepared.tokenizer
         self.codec = CodesCodec(tokenizer)
-        vq = open_vq_run(tokenizer.run).config.data
-        super().__init__(evaluator, images=prepare(vq.source, vq, progress=evaluator.progress), data=vq.source)
+        source, images = vq_images(tokenizer.run, progress=evaluator.progress)
+        super().__init__(evaluator, images=images, data=source)
 
     @classmethod
     def extractor_name(cls, features: str, run) -> str:
