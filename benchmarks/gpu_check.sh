@@ -44,7 +44,7 @@ section() {
 }
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-section "GPU tests" 150 bash -c 'set -o pipefail; "$0" -m pytest -q -m gpu tests/ 2>&1 | tail -5' "$PY"
+section "GPU tests" 200 bash -c 'set -o pipefail; "$0" -m pytest -q -m gpu tests/ 2>&1 | tail -5' "$PY"
 section "training speed, eager, batch 256" 60 \
     "$PY" benchmarks/train_speed.py --device cuda --steps 30 --batch-size 256
 section "training speed, compiled, batch 256" 110 \
@@ -62,6 +62,8 @@ GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
 if [ "$GPUS" -gt 1 ]; then
     section "multi-GPU scaling (torchrun, 1 to $GPUS processes)" 120 \
         "$PY" benchmarks/ddp_scaling.py --families transformer --steps 30 --global-batch $((32 * GPUS))
+    section "multi-GPU scaling, FSDP (torchrun, 1 to $GPUS processes)" 120 \
+        "$PY" benchmarks/ddp_scaling.py --families transformer --steps 30 --global-batch $((32 * GPUS)) --fsdp
 else
     SUMMARY+=("SKIPPED  multi-GPU scaling (one GPU visible)")
 fi

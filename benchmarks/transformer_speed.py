@@ -7,9 +7,12 @@ Training: the median time of a full optimisation step (forward, loss, backward, 
 batch, context and architecture (learned positions, LayerNorm with biases, GELU MLP, tied
 embeddings: GPT-2's), so the ratio measures the implementations, not the options. Generation: greedy
 decoding with a KV cache, tokens/s at batch 1 and 32, genforge's ``generate`` against HF
-``generate(do_sample=False)``. Ratios > 1 mean genforge is faster. On CUDA both run under bf16
-autocast, and with ``--compile`` both models are compiled. HF transformers is a benchmark-only
-dependency (the `test` extra installs it).
+``generate(do_sample=False)``, genforge on the device's default decoding path (on CUDA the compiled
+step with the static cache, eager with the dynamic cache elsewhere; see
+``genforge.families.decode_path``) and, on CUDA, on the eager dynamic path too, so the compiled
+path's gain shows. Ratios > 1 mean genforge is faster. On CUDA both run under bf16 autocast, and with
+``--compile`` both models are compiled for training (generation does not depend on it). HF
+transformers is a benchmark-only dependency (the `test` extra installs it).
 """
 
 from __future__ import annotations
@@ -98,32 +101,40 @@ def bench_training(p: dict, device, dtype, steps: int, compile_: bool) -> tuple[
 
 
 @torch.no_grad()
-def bench_generation(p: dict, device, dtype, batch: int, new_tokens: int, prompt_len: int = 16) -> tuple[float, float]:
+def bench_generation(p: dict, device, dtype, batch: int, new_tokens: int, prompt_len: int = 16) -> dict[str, float]:
+    """Tokens/s of each way of generating: "genforge" (its default decoding path on ``device``), on CUDA
+    also "genforge eager dynamic", and "HF"."""
+    from genforge.families.decode_path import DecodePath
+    from genforge.sampling.tokens import Decoding
+
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(1, p["vocab_size"], (batch, prompt_len), generator=g).to(device)
     ours = build_genforge(p, device).eval()
     hf = build_hf(p, device).eval()
 
-    from genforge.sampling.tokens import Decoding
-
-    def run_ours():
+    def run_ours(path: DecodePath | None = None):
+        ours.decode_path = path  # None: the default for the device
         return ours.generate(prompt, new_tokens, decoding=Decoding(temperature=0.0))
 
     def run_hf():
         return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
                            min_new_tokens=new_tokens, do_sample=False, use_cache=True)
 
-    rates = []
-    for fn in (run_ours, run_hf):
+    runs = {"genforge": run_ours}
+    if ours.current_decode_path() != DecodePath():
+        runs["genforge eager dynamic"] = lambda: run_ours(DecodePath())
+    runs["HF"] = run_hf
+    rates = {}
+    for name, fn in runs.items():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            fn()  # warm-up
+            fn()  # warm-up (and, for a compiled path, compilation and CUDA graph recording)
             sync(device)
             start = time.perf_counter()
             out = fn()
             sync(device)
         assert out.shape == (batch, prompt_len + new_tokens), out.shape
-        rates.append(batch * new_tokens / (time.perf_counter() - start))
-    return rates[0], rates[1]
+        rates[name] = batch * new_tokens / (time.perf_counter() - start)
+    return rates
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,10 +163,18 @@ def main(argv: list[str] | None = None) -> None:
         if peak:
             print(f"MFU: genforge {tokens / t_ours * per_token / peak:.1%}, HF {tokens / t_hf * per_token / peak:.1%} "
                   f"(peak {peak / 1e12:.0f} TFLOP/s bf16)")
+    from genforge.families.decode_path import DecodePath
+
+    path = DecodePath.default_for(device).describe()
     for batch in (1, 32):
-        ours, hf = bench_generation(p, device, dtype, batch, args.new_tokens)
-        print(f"generation, batch {batch}: genforge {ours:,.0f} tok/s, HF generate {hf:,.0f} tok/s; "
-              f"speed-up {ours / hf:.2f}x")
+        rates = bench_generation(p, device, dtype, batch, args.new_tokens)
+        ours, hf = rates["genforge"], rates["HF"]
+        line = (f"generation, batch {batch}: genforge ({path}) {ours:,.0f} tok/s, HF generate {hf:,.0f} tok/s; "
+                f"speed-up {ours / hf:.2f}x")
+        if "genforge eager dynamic" in rates:
+            eager = rates["genforge eager dynamic"]
+            line += f"; genforge eager dynamic cache {eager:,.0f} tok/s ({path} / eager: {ours / eager:.2f}x)"
+        print(line)
 
 
 if __name__ == "__main__":

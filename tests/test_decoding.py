@@ -13,6 +13,8 @@ import torch.nn.functional as F
 import genforge
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
+from genforge.families import decode_path
+from genforge.families.decode_path import DecodePath
 from genforge.families.transformer import END_OF_TEXT, Transformer, TransformerConfig
 from genforge.sampling.tokens import (
     Decoding,
@@ -316,6 +318,127 @@ def test_should_stop_finishes_rows_and_later_columns_are_end_of_text(monkeypatch
     columns = list(model.generate_stream(torch.tensor([[5], [2]]), 20, None, GREEDY, should_stop=should_stop))
     assert seen_shapes[0] == (2, 2) and len(columns) == 5  # row [2] reaches 7 at its 5th token
     assert torch.stack(columns, 1).tolist() == [[6, 7, 0, 0, 0], [3, 4, 5, 6, 7]]
+
+
+# ---- decoding paths: the static cache and the compiled step give the dynamic cache's tokens ----
+
+DYNAMIC = DecodePath()
+EAGER_STATIC = DecodePath(static=True)
+COMPILED = DecodePath(static=True, compiled=True)
+# (decoding, generate's keywords): greedy; sampling with every control; sampling that ends rows early
+PATH_SETTINGS = [
+    (GREEDY, {}),
+    (Decoding(temperature=1.3, top_k=8, top_p=0.9, repetition_penalty=1.3), {}),
+    (Decoding(temperature=1.5), {"stop_at_end": True}),
+]
+
+
+def generate_on(model: Transformer, path: DecodePath, prompts: torch.Tensor, steps: int, decoding: Decoding,
+                seed: int = 0, **kwargs) -> torch.Tensor:
+    model.decode_path = path
+    try:
+        return model.generate(prompts, steps, torch.Generator().manual_seed(seed), decoding, **kwargs)
+    finally:
+        model.decode_path = None
+
+
+def test_default_decode_path_is_eager_dynamic_on_cpu_compiled_static_on_cuda(monkeypatch):
+    model = tiny()
+    assert model.decode_path is None and model.current_decode_path() == DYNAMIC
+    model.generate(torch.tensor([[1, 2]]), 3, None, GREEDY)
+    assert model._static_decoder is None  # the default path never built the static path's state
+    monkeypatch.setattr(decode_path, "has_triton", lambda: True)
+    assert DecodePath.default_for("cuda") == COMPILED and DecodePath.default_for("cuda:1") == COMPILED
+    assert DecodePath.default_for("cuda", sharded=True) == DYNAMIC  # the compiled step skips FSDP's hooks
+    monkeypatch.setattr(decode_path, "has_triton", lambda: False)
+    assert DecodePath.default_for("cuda") == DYNAMIC  # inductor compiles for CUDA with Triton only
+    model.decode_path = EAGER_STATIC
+    assert model.current_decode_path() is EAGER_STATIC
+    with pytest.raises(ConfigError, match="static cache"):
+        DecodePath(compiled=True)
+    with pytest.raises(ConfigError, match="true or false"):
+        DecodePath(static=1)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"pos": "rope", "norm": "rmsnorm", "mlp": "swiglu"}])
+@pytest.mark.parametrize("prompt_len", [1, 3, BLOCK - 1, BLOCK, BLOCK + 3])
+def test_static_cache_yields_the_dynamic_cache_tokens(overrides, prompt_len):
+    model = tiny(**overrides)
+    prompts = torch.randint(1, VOCAB, (3, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
+    steps = 2 * BLOCK  # cached steps, then the full-context fallback (from the first step for a full prompt)
+    for decoding, kwargs in PATH_SETTINGS:
+        dynamic = generate_on(model, DYNAMIC, prompts, steps, decoding, **kwargs)
+        static = generate_on(model, EAGER_STATIC, prompts, steps, decoding, **kwargs)
+        assert torch.equal(static, dynamic), (decoding, kwargs)
+        if kwargs:
+            assert bool((static[:, prompt_len:] == END_OF_TEXT).any())  # rows did end early
+
+
+def test_static_caches_follow_batch_size_changes_and_are_never_shared_by_two_streams():
+    model = tiny(pos="rope")
+    prompts = torch.randint(1, VOCAB, (3, 4), generator=torch.Generator().manual_seed(0))
+    decoding = Decoding(temperature=1.0, top_k=6)
+    for n in (2, 3, 2, 1):  # each batch size its own cache, pooled between calls
+        expected = generate_on(model, DYNAMIC, prompts[:n], 2 * BLOCK, decoding)
+        assert torch.equal(generate_on(model, EAGER_STATIC, prompts[:n], 2 * BLOCK, decoding), expected)
+    decoder = model.static_decoder()
+    pooled = dict(decoder._caches)
+    assert sorted(key[0] for key in pooled) == [1, 2, 3]
+    generate_on(model, EAGER_STATIC, prompts[:2], 3, decoding)
+    assert any(cache is pooled[key] for key, cache in decoder._caches.items() if key[0] == 2)  # reused, not new
+    # two streams of the same batch size at once: each has its own cache, and stays what it is alone
+    model.decode_path = EAGER_STATIC
+    a = model.generate_stream(prompts[:2], 2 * BLOCK, torch.Generator().manual_seed(1), decoding)
+    b = model.generate_stream(prompts[1:], 2 * BLOCK, torch.Generator().manual_seed(2), decoding)
+    columns = [(next(a), next(b)) for _ in range(2 * BLOCK)]
+    model.decode_path = None
+    assert torch.equal(torch.stack([x for x, _ in columns], 1),
+                       generate_on(model, DYNAMIC, prompts[:2], 2 * BLOCK, decoding, seed=1)[:, 4:])
+    assert torch.equal(torch.stack([y for _, y in columns], 1),
+                       generate_on(model, DYNAMIC, prompts[1:], 2 * BLOCK, decoding, seed=2)[:, 4:])
+
+
+def test_static_decoder_stays_out_of_state_dicts_and_copies():
+    import copy
+
+    model = tiny()
+    keys = set(model.state_dict())
+    generate_on(model, EAGER_STATIC, torch.tensor([[1, 2]]), 4, GREEDY)
+    assert model._static_decoder is not None and set(model.state_dict()) == keys
+    clone = copy.deepcopy(model)  # as EMA's shadow is made: its decoder must be its own
+    assert clone._static_decoder is None
+    with torch.no_grad():
+        clone.net.wte.weight.mul_(-1)
+    assert clone.static_decoder() is not model.static_decoder() and clone.static_decoder().serves(clone.net)
+
+
+def test_compiled_static_step_yields_the_eager_tokens_and_compiles_once(monkeypatch):
+    """The graph capture (TorchDynamo, AOTAutograd) of the static step, with eager kernels: inductor's CPU code
+    generation would take a minute of C++ compiling here (CUDA's runs in tests/test_gpu.py)."""
+    from torch._dynamo.utils import counters
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, **kw: compile_(fn, backend="aot_eager", **kw))
+
+    model = tiny(pos="rope", norm="rmsnorm", mlp="swiglu")
+    prompts = torch.randint(1, VOCAB, (2, 3), generator=torch.Generator().manual_seed(0))
+    sampled = Decoding(temperature=1.3, top_k=8, repetition_penalty=1.3)
+    graphs = counters["stats"]["unique_graphs"]
+    for decoding in (GREEDY, sampled):  # past the context: compiled steps, then the eager fallback
+        expected = generate_on(model, DYNAMIC, prompts, 2 * BLOCK, decoding)
+        assert torch.equal(generate_on(model, COMPILED, prompts, 2 * BLOCK, decoding), expected)
+    # another prompt length (eager prefill) and a second stream at once (a new cache buffer): same graph
+    expected = generate_on(model, DYNAMIC, prompts[:, :1], BLOCK, GREEDY)
+    model.decode_path = COMPILED
+    a = model.generate_stream(prompts[:, :1], BLOCK, None, GREEDY)
+    b = model.generate_stream(prompts[:, :1], BLOCK, None, GREEDY)
+    columns = [(next(a), next(b)) for _ in range(BLOCK)]
+    model.decode_path = None
+    for i in range(2):
+        assert torch.equal(torch.stack([c[i] for c in columns], 1), expected[:, 1:])
+    assert counters["stats"]["unique_graphs"] - graphs == 1  # one graph for this batch size, built once
+    compiled = model.static_decoder().compiled_logits(torch.device("cpu"))
+    assert model.static_decoder().compiled_logits(torch.device("cpu")) is compiled
 
 
 # ---- the Python API: stop strings and streaming on a real (tiny) run ----

@@ -58,3 +58,30 @@ def test_gan_regularisers_resnet_and_latent_tools_on_cuda(tmp_path):
     assert images.shape == (9, 1, 28, 28) and torch.isfinite(images).all()
     reconstruction, variations = model.variations(images[:1], n=2, steps=20, restarts=1)
     assert reconstruction.shape == (1, 1, 28, 28) and variations.shape == (2, 1, 28, 28)
+
+
+def test_transformer_decodes_compiled_static_by_default_with_the_eager_tokens(monkeypatch):
+    """fp32 without TF32, so the compiled step and eager attention differ by rounding only; bf16 need not
+    pick the same tokens."""
+    from torch._dynamo.utils import counters
+
+    from genforge.data.spec import DataSpec
+    from genforge.families.decode_path import DecodePath
+    from genforge.families.transformer import Transformer, TransformerConfig
+    from genforge.sampling.tokens import Decoding
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    config = TransformerConfig(n_layer=2, n_head=4, n_embd=64, **Transformer.model_defaults)
+    model = Transformer(config, DataSpec("text", (32,), vocab_size=50)).cuda().eval()
+    assert model.current_decode_path() == DecodePath(static=True, compiled=True)
+    prompts = torch.randint(1, 50, (3, 5), generator=torch.Generator().manual_seed(0)).cuda()
+    skips = counters["inductor"]["cudagraph_skips"]
+    for decoding in (Decoding(temperature=0), Decoding(temperature=1.0, top_k=20, repetition_penalty=1.2)):
+        for _ in range(2):  # the second call replays the graph recorded by the first, on the pooled cache
+            compiled = model.generate(prompts, 48, torch.Generator("cuda").manual_seed(0), decoding)  # past 32
+            model.decode_path = DecodePath()
+            eager = model.generate(prompts, 48, torch.Generator("cuda").manual_seed(0), decoding)
+            model.decode_path = None
+            assert torch.equal(compiled, eager), decoding
+    assert counters["inductor"]["cudagraph_skips"] == skips  # the step did run as a CUDA graph

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from genforge.config import TRAIN_RANGES, RunConfig, apply_overrides, check_ranges, check_types
+from genforge.config import (TRAIN_CHOICES, TRAIN_RANGES, RunConfig, apply_overrides, check_choices, check_ranges,
+                             check_types)
 from genforge.errors import ConfigError, RunError
 from genforge.families import get_family
 from genforge.models import MODELS, ImageModel, Model, TextModel
@@ -44,8 +45,11 @@ def make_config(
 def validate_train(config: RunConfig) -> None:
     """Every train.* value within its range (``config.TRAIN_RANGES``), and a known feature extractor."""
     check_ranges(config.train, TRAIN_RANGES, "train")
+    check_choices(config.train, TRAIN_CHOICES, "train.")
     if config.train.activation_checkpointing:
         get_family(config.family).check_activation_checkpointing()
+    if config.train.fsdp:
+        get_family(config.family).check_fsdp()
     from genforge.evaluate.extractors import EXTRACTORS
 
     if config.train.eval_features not in EXTRACTORS:
@@ -104,7 +108,7 @@ def train(
         with distributed.main_first(dist):  # one process builds the cache entry; the others read it
             prepared = prepare(config.data.source, config.data, progress=progress and dist.main)
         get_family(family).check_accepts(prepared.spec, data)
-        check_fits_in_memory(config, prepared.spec)
+        check_fits_in_memory(config, prepared.spec, dist.world)
         if dist.main:
             lock = RunLock(out, "train").acquire()
     try:
@@ -123,7 +127,7 @@ def train(
                 prepared = prepare(run.config.data.source, run.config.data, progress=progress and dist.main)
             if prepared.spec.to_dict() != run.spec.to_dict():
                 raise RunError(f"the data source '{run.config.data.source}' changed since {out} was created; resume needs the same data")
-            check_fits_in_memory(run.config, run.spec)
+            check_fits_in_memory(run.config, run.spec, dist.world)
             if dist.main:
                 remove_stale_temps(run.path)
                 remove_stale_temps(run.samples_dir)
@@ -165,11 +169,13 @@ def restarted_launch_of(out: str | Path) -> bool:
         return False
 
 
-def check_fits_in_memory(config: RunConfig, spec) -> None:
-    """Refuse, before anything is allocated, a model or batch that cannot fit in the training device's memory."""
+def check_fits_in_memory(config: RunConfig, spec, processes: int = 1) -> None:
+    """Refuse, before anything is allocated, a model or batch that cannot fit in the training device's memory
+    (with ``train.fsdp``, each of the ``processes`` holds its share of the model's state)."""
     from genforge.train.memory import check_training_fits
 
-    check_training_fits(config, spec, resolve_device(config.train.device))
+    shards = processes if config.train.fsdp else 1
+    check_training_fits(config, spec, resolve_device(config.train.device), shards=shards)
 
 
 def load(run: str | Path, device: str = "auto") -> Model:

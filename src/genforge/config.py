@@ -38,8 +38,13 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables EMA
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
+    memory_format: str = "auto"  # images and conv weights: auto (channels_last on CUDA) | channels_last | contiguous
     compile: bool = False
     activation_checkpointing: bool = False  # recompute activations in backward: less memory, more compute
+    fsdp: bool = False  # several processes: shard weights, gradients and optimizer state (FSDP2; transformer)
+    # several processes: BatchNorm normalises over the global batch (all processes' items) instead of each
+    # process's slice; costs an all-reduce per BatchNorm layer, forward and backward (train/sync_batchnorm.py)
+    sync_batchnorm: bool = False
     seed: int = 0
     log_every: int = 25
     sample_every: int = 500  # 0 disables sample grids during training
@@ -201,6 +206,12 @@ TRAIN_RANGES: dict[str, Range] = {
     "max_bad_steps": Range(0),
     "eval_every": Range(0, hint="0 (off) or a positive step count; --eval-every"),
     "eval_n": Range(2, 100_000, hint="samples per evaluation"),
+}
+
+
+TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
+    "precision": ("auto", "bf16", "fp32"),
+    "memory_format": ("auto", "channels_last", "contiguous"),
 }
 
 

@@ -17,6 +17,14 @@ import contextlib
 import torch
 
 _PART = (0, 1, 0)  # (index, count, micro): which part of the step's batch, and which micro-batch of this process
+STEP_SEED_MULTIPLIER = 0x9E3779B1  # spreads (seed, step) pairs over the generator's seed space
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s random state (its batch, noise and dropout): a function of ``(seed, step)``
+    alone, so a resumed run draws what an uninterrupted one does. Here, below the data layer, so datasets
+    can seed their own draws the way the trainer does."""
+    return (seed * STEP_SEED_MULTIPLIER + step) % (2**63)
 
 
 @contextlib.contextmanager

@@ -151,9 +151,14 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 # ---- module weights ----------------------------------------------------------------------------
 def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """state_dict without tied duplicates (safetensors refuses shared storage); load_state_dict(strict=False) restores them."""
-    seen: dict[int, str] = {}
+    return unique_tensors(module.state_dict())
+
+
+def unique_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` without the entries that share storage with an earlier one (tied weights)."""
+    seen: dict[tuple, str] = {}
     out = {}
-    for name, tensor in module.state_dict().items():
+    for name, tensor in tensors.items():
         key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape)) if tensor.numel() else None
         if key is not None and key in seen:
             continue

@@ -1,22 +1,67 @@
-"""In-memory datasets the trainer draws batches from: random items (images) or random windows (text).
+"""In-memory datasets the trainer draws batches from: images in epoch order, random windows of text.
 
-Batches are drawn with ``torch.randint`` from a CPU ``torch.Generator`` the caller owns, so a seed
-fixes the whole sequence of batches and a resumed run can continue it. Tensors come back on the CPU.
+The trainer asks for each step's global batch with ``step_batch(dataset, seed, step, n)``, a function of
+those four alone, so a resumed run continues it and N processes with batch n / N (each taking its slice)
+see what one process with batch n does. Images come in epoch order (``ImageDataset.step_batch``): every
+image once per epoch, in a new order each epoch. Any other dataset, a plug-in's too, needs only
+``batch(n, generator)`` and ``__len__``: it draws from a CPU ``torch.Generator`` seeded from ``(seed, step)``,
+which for text is a random window per row. Tensors come back on the CPU.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 
+from genforge.draws import step_seed
 from genforge.errors import DataError
 
 Indices = int | slice | Sequence[int] | np.ndarray | torch.Tensor
+Batch = dict[str, torch.Tensor]
+EPOCH_SEED_SALT = 0x5851F42D4C957F2D  # keeps epoch e's order apart from step e's draws, which share step_seed
 
 
-class ImageDataset:
+class Batches(Protocol):
+    """What the trainer draws from: all a plug-in modality's dataset has to have."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> Batch: ...
+
+
+class Dataset:
+    """The datasets here: ``step_batch`` is the step's global batch, which a subclass may order its own way."""
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        raise NotImplementedError
+
+    def step_batch(self, seed: int, step: int, n: int) -> Batch:
+        """Step ``step``'s global batch of ``n`` items: by default ``batch`` with the step's generator."""
+        return self.batch(n, step_generator(seed, step))
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator a step's batch is drawn from."""
+    return torch.Generator().manual_seed(step_seed(seed, step))
+
+
+def step_batch(dataset: Batches, seed: int, step: int, n: int) -> Batch:
+    """Step ``step``'s global batch of ``n`` items, a function of ``(seed, step, n)`` alone: the trainer's one
+    way to draw. A plug-in dataset needs no base class: it draws with the step's generator."""
+    if isinstance(dataset, Dataset):
+        return dataset.step_batch(seed, step, n)
+    return dataset.batch(n, step_generator(seed, step))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Epoch ``epoch``'s order of ``0..n-1``: a permutation seeded from ``(seed, epoch)`` alone."""
+    generator = torch.Generator().manual_seed(step_seed(seed, epoch) ^ EPOCH_SEED_SALT)
+    return torch.randperm(n, generator=generator)
+
+
+class ImageDataset(Dataset):
     """uint8 images (N, C, H, W) and optional int64 labels; batches are float32 in [-1, 1]."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, class_names: list[str] | None = None,
@@ -29,6 +74,7 @@ class ImageDataset:
         self.labels = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
         self.class_names = list(class_names or [])
         self.name = name
+        self._order: tuple[int, int, torch.Tensor] | None = None  # (seed, epoch, order): the epoch being read
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -38,10 +84,37 @@ class ImageDataset:
         return tuple(self.images.shape[1:])
 
     def batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """``batch_size`` items drawn uniformly with replacement: {"x": (B, C, H, W) float32, "y": (B,) int64}."""
+        """``batch_size`` items drawn uniformly with replacement: {"x": (B, C, H, W) float32, "y": (B,) int64}.
+        For looks at the data (feature statistics, reconstructions); training reads ``step_batch``."""
+        self._require_images()
+        return self.get(torch.randint(len(self), (batch_size,), generator=generator))
+
+    def step_batch(self, seed: int, step: int, n: int) -> Batch:
+        """Positions ``[step * n, (step + 1) * n)`` of the training sequence, the epoch orders one after
+        another (``epoch_order``): every image once per epoch, a new order each epoch. A batch may cross
+        into the next epoch, or span several when there are fewer than ``n`` images."""
+        return self.get(self.step_indices(seed, step, n))
+
+    def step_indices(self, seed: int, step: int, n: int) -> torch.Tensor:
+        """The image indices of ``step_batch``: (n,) int64."""
+        self._require_images()
+        parts, position, end = [], step * n, (step + 1) * n
+        while position < end:
+            epoch, offset = divmod(position, len(self))
+            take = min(len(self) - offset, end - position)
+            parts.append(self._epoch_order(seed, epoch)[offset:offset + take])
+            position += take
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+    def _epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        # steps read an epoch's order one after another: draw it once, not once per step
+        if self._order is None or self._order[:2] != (seed, epoch):
+            self._order = (seed, epoch, epoch_order(len(self), seed, epoch))
+        return self._order[2]
+
+    def _require_images(self) -> None:
         if len(self) == 0:
             raise DataError(f"{self.name} has no images to draw a batch from")
-        return self.get(torch.randint(len(self), (batch_size,), generator=generator))
 
     def get(self, indices: Indices) -> dict[str, torch.Tensor]:
         """Chosen items in batch form (for evaluation and reconstruction); "y" only when there are labels."""
@@ -52,7 +125,7 @@ class ImageDataset:
         return out
 
 
-class TextDataset:
+class TextDataset(Dataset):
     """A token stream (typically a read-only memmap); batches are random windows of ``block_size`` tokens."""
 
     def __init__(self, tokens: np.ndarray, block_size: int, name: str = "text", hint: str = "more text",

@@ -43,6 +43,9 @@ class Family(nn.Module, abc.ABC):
     train_defaults: ClassVar[dict[str, Any]] = {}
     # the nets whose activations train.activation_checkpointing recomputes in backward (attribute names)
     checkpointed_nets: ClassVar[tuple[str, ...]] = ()
+    # the modules train.fsdp shards, innermost first, each its own unit (dotted attribute paths; a ModuleList's
+    # items are one unit each); the family itself is the outermost unit
+    fsdp_units: ClassVar[tuple[str, ...]] = ()
     # what it can do, each with its settings dataclass (see capabilities.py); the API dispatches on this
     capabilities: ClassVar[dict[str, type[Settings]]] = declare(sample=Plain)
 
@@ -80,6 +83,21 @@ class Family(nn.Module, abc.ABC):
             self.check_activation_checkpointing()
         for name in self.checkpointed_nets:
             getattr(self, name).checkpointing = on
+
+    @classmethod
+    def check_fsdp(cls) -> None:
+        if not cls.fsdp_units:
+            raise ConfigError(f"train.fsdp shards transformers (family transformer); the {cls.name} family's nets "
+                              f"fit one device: train it with plain data parallelism (leave train.fsdp off)")
+
+    def fsdp_modules(self) -> list[nn.Module]:
+        """The modules ``fsdp_units`` names, innermost first."""
+        self.check_fsdp()
+        modules: list[nn.Module] = []
+        for path in self.fsdp_units:
+            module = self.get_submodule(path)
+            modules.extend(module if isinstance(module, nn.ModuleList) else [module])
+        return modules
 
     def optimizer_groups(self) -> dict[str, OptimizerGroup]:
         return {"main": OptimizerGroup(params=[p for p in self.parameters() if p.requires_grad])}

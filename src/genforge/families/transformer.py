@@ -3,11 +3,13 @@
 The context length is the data's (``spec.shape[0]``), the vocabulary the tokenizer's
 (``spec.vocab_size``). Token id 0 is the end-of-text token that separates documents, so an unprompted
 sample starts from it. Generation keeps keys and values in a cache while the sequence fits the
-context, then crops the context to its last ``block_size`` tokens.
+context, then crops the context to its last ``block_size`` tokens. How each token runs (static cache,
+compiled step) is the decoding path: ``Transformer.decode_path``, see ``families.decode_path``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -19,7 +21,8 @@ from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
 from genforge.families.capabilities import Plain, TextDecoding, TextSampling, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
-from genforge.nets.transformer import GPT, MLPS, NORMS, POS_ENCODINGS
+from genforge.families.decode_path import DecodePath, StaticDecoder, Step, is_sharded
+from genforge.nets.transformer import GPT, MLPS, NORMS, POS_ENCODINGS, KVCache
 from genforge.sampling.tokens import Decoding
 
 END_OF_TEXT = 0  # the token id that separates documents
@@ -52,6 +55,7 @@ class Transformer(Family):
     Config = TransformerConfig
     accepts = ("tokens",)
     checkpointed_nets = ("net",)
+    fsdp_units = ("net.blocks", "net")
     capabilities = declare(sample=TextSampling, stream=TextSampling, likelihood=Plain, infill=TextDecoding,
                            **{"continue": TextDecoding})
     # What a new run's config.model starts from (as train_defaults does for config.train), recorded in its
@@ -70,10 +74,14 @@ class Transformer(Family):
         "weight_decay": 0.1,
         "ema_decay": 0.0,
     }
+    # How generation runs each token (families/decode_path.py). None: the default for the model's device,
+    # compiled static cache on CUDA and eager dynamic cache elsewhere; set a DecodePath to choose.
+    decode_path: DecodePath | None = None
 
     def __init__(self, config: TransformerConfig, spec: DataSpec):
         super().__init__(config, spec)
         check_config(config, spec)
+        self._static_decoder: StaticDecoder | None = None  # built on the first static decoding
         self.net = GPT(
             vocab_size=spec.vocab_size,
             block_size=spec.shape[0],
@@ -246,6 +254,34 @@ class Transformer(Family):
             raise ConfigError(f"idx must be an (n, T) tensor of token ids with n, T >= 1, got {getattr(idx, 'shape', idx)}")
         return self._stream(idx.long(), max_new_tokens, generator, decoding, stop_at_end, should_stop)
 
+    def current_decode_path(self) -> DecodePath:
+        """The path generation takes now: ``decode_path`` when set, else the default for the net's device."""
+        if self.decode_path is not None:
+            return self.decode_path
+        device = self.net.wte.weight.device
+        return DecodePath.default_for(device, sharded=device.type == "cuda" and is_sharded(self.net))
+
+    @contextlib.contextmanager
+    def _decode_with(self, n: int, device: torch.device) -> Iterator[tuple[KVCache, Step]]:
+        """The cache and one-token step of the current decoding path for ``n`` rows. A static cache goes
+        back to its pool however generation ends (a generator's ``close`` ends this block too)."""
+        path = self.current_decode_path()
+        if not path.static:
+            yield self.net.new_cache(), self.net
+            return
+        decoder = self.static_decoder()
+        cache = decoder.take_cache(n, device, path.compiled)
+        try:
+            yield cache, decoder.step(path.compiled)
+        finally:
+            decoder.give_back(cache)
+
+    def static_decoder(self) -> StaticDecoder:
+        """The static path's compiled step and caches, kept for this net (see ``StaticDecoder``)."""
+        if self._static_decoder is None or not self._static_decoder.serves(self.net):
+            self._static_decoder = StaticDecoder(self.net)
+        return self._static_decoder
+
     @torch.no_grad()
     def _stream(
         self,
@@ -267,9 +303,9 @@ class Transformer(Family):
         if max_new_tokens == 0:
             return
         block = self.net.block_size
-        with eval_mode(self):  # dropout would draw from the global RNG, not from `generator`
-            cache = self.net.new_cache()
-            logits = self.net(idx[:, -block:], cache)
+        # eval mode: dropout would draw from the global RNG, not from `generator`
+        with eval_mode(self), self._decode_with(n, idx.device) as (cache, step):
+            logits = self.net(idx[:, -block:], cache)  # the prompt, eager at any length: only `step` compiles
             for t in range(prompt_len, total):
                 seen = out[:, :t] if penalised else None
                 token = decoding.next_token(logits[:, -1], generator, seen=seen)
@@ -284,7 +320,7 @@ class Transformer(Family):
                 if t + 1 == total or (early_stop and bool(finished.all())):
                     return
                 if cache is not None and cache.length < block:
-                    logits = self.net(out[:, t : t + 1], cache)
+                    logits = step(out[:, t : t + 1], cache)
                 else:
                     # The context is full: every token now shifts to a new position, so cached keys
                     # and values no longer hold; recompute the window of the last `block` tokens.

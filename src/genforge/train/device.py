@@ -50,6 +50,27 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def use_channels_last(device: torch.device, memory_format: str = "auto") -> bool:
+    """Whether image batches and convolution weights go NHWC (``train.memory_format``): cuDNN's convolutions
+    (and tensor cores) run fastest in that layout; "auto" picks it on CUDA only (on a CPU, nets choose their
+    own layout: nets/unet.py)."""
+    if memory_format not in ("auto", "channels_last", "contiguous"):
+        raise ConfigError(f"unknown memory_format '{memory_format}'; expected auto, channels_last or contiguous")
+    return memory_format == "channels_last" or (memory_format == "auto" and device.type == "cuda")
+
+
+def to_device(t: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """``t`` on ``device``: to a GPU through pinned host memory, without waiting (the copy overlaps the work
+    queued before it); images in NHWC with ``channels_last``."""
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    else:
+        t = t.to(device)
+    if channels_last and t.dim() == 4 and t.is_floating_point():
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
 def configure_backends(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -4,13 +4,19 @@ gives the trainer the few collective operations it needs.
 
 How genforge splits the work (the same on one machine or several):
 
-- **Data.** Each step draws one global batch of ``world x train.batch_size`` items from the step's own
-  seed, exactly as one process with that batch would, and each rank trains on its slice. So N processes
-  with batch B train on the very batches one process with batch N x B does, and a run resumes on any
-  number of processes: the data position is the step count, nothing else.
+- **Data.** Each step takes one global batch G of ``world x train.grad_accum x train.batch_size`` items, a
+  function of the seed, the step and that size alone, exactly as one process with that batch would, and
+  each rank trains on its slice. Images come in epoch order, as a DistributedSampler that shuffles every
+  epoch gives: step s takes positions [s x G, (s + 1) x G) of the epochs' permutations one after another,
+  each seeded from (seed, epoch), so every image is seen once per epoch; text takes a random window per
+  row from the step's seed (``data/datasets.py``). So N processes with batch B train on the very batches
+  one process with batch N x B does, and a run resumes on any number of processes with the same global
+  batch: the data position is the step count, nothing else.
 - **Gradients.** After each phase's backward (both GAN players), gradients are averaged over the ranks
   in one flat all-reduce, before clipping and the optimizer step; every rank then holds the same
   weights, and so the same EMA.
+  With ``train.fsdp`` (transformers, ``fsdp.py``) each rank holds a shard of every weight instead, and FSDP
+  reduce-scatters the gradients in backward.
 - **Noise.** Every rank starts the step from the same random state, and the families draw their noise,
   timesteps and latents for the whole batch and keep their rows (``genforge.draws``): the ranks together
   draw what one process with the combined batch does, so the weights are the same too (dropout masks,
@@ -18,8 +24,13 @@ How genforge splits the work (the same on one machine or several):
 - **Decisions.** A skipped non-finite step, a stop signal and the time budget are agreed by all ranks
   (any rank's reason stops all), so no rank waits in a collective another has left.
 - **Writes.** Rank 0 alone writes checkpoints, metrics, grids and evaluations.
-- **BatchNorm** (GAN and VAE nets) normalises over each rank's slice: the batch statistics a network sees
-  are those of ``train.batch_size`` items, as in one process with that batch (SyncBatchNorm needs GPUs).
+- **BatchNorm** (GAN and VAE nets) normalises over each rank's slice by default: the batch statistics a
+  network sees are those of ``train.batch_size`` items, as in one process with that batch, at no cost in
+  communication. With ``train.sync_batchnorm`` it normalises over the global batch instead
+  (``sync_batchnorm.py``: torch's SyncBatchNorm on CUDA, an all-reduce of each channel's sums elsewhere), as
+  in one process with the combined batch, for one all-reduce per BatchNorm layer forward and backward: pick
+  it when the per-process batch is small (a few items per GPU) and its statistics too noisy. Other
+  statistics of a batch stay each rank's own (the GAN discriminator's minibatch spread feature).
 - **Buffers** (BatchNorm running statistics) are rank 0's, broadcast after every step, as
   DistributedDataParallel does by default. A VQ-VAE's EMA codebook statistics are summed over the ranks
   by the quantizer itself (``nets/quantize.py``), so its codebook is the whole batch's.

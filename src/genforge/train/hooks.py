@@ -153,6 +153,8 @@ class Checkpoints(Hook):
         cfg = trainer.cfg
         by_steps = cfg.ckpt_every and trainer.global_step % cfg.ckpt_every == 0
         by_time = cfg.ckpt_minutes and time.perf_counter() - trainer.last_checkpoint_time >= cfg.ckpt_minutes * 60
+        if trainer.sharded and cfg.ckpt_minutes:  # every process takes part in a sharded checkpoint: agree when
+            by_time = trainer.dist.any(bool(by_time), trainer.device)
         if by_steps or by_time:
             trainer.save_checkpoint()
 
@@ -182,6 +184,8 @@ def default_hooks(trainer: Trainer, on_step: Callable[[Trainer, int], None] | No
     """What ``genforge train`` does around the steps, in this order after each step (and at the end: the
     final checkpoint before the final grid)."""
     if not trainer.dist.main:  # another process of a multi-process run: rank 0 writes, every rank may stop
+        if trainer.sharded:  # ... and takes part in gathering checkpoints and in sharded forward passes
+            return [StopSignals(), TimeBudget(trainer.cfg.max_minutes), Checkpoints(), SampleGrids(), Evaluations()]
         return [StopSignals(), TimeBudget(trainer.cfg.max_minutes)]
     hooks: list[Hook] = [StopSignals(), TimeBudget(trainer.cfg.max_minutes),
                          ProgressLog(trainer.progress, trainer.rate_unit), Checkpoints(), SampleGrids(), Evaluations()]

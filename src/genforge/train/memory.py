@@ -52,10 +52,11 @@ def describe_bytes(n: float) -> str:
     return f"{n / GIB:,.1f} GiB" if n >= 0.1 * GIB else f"{n / 1024**2:,.1f} MiB"
 
 
-def check_training_fits(config, spec, device: torch.device) -> None:
-    """A ``ConfigError`` when the weights, optimizer state and one input batch cannot fit on ``device``."""
+def check_training_fits(config, spec, device: torch.device, shards: int = 1) -> None:
+    """A ``ConfigError`` when the weights, optimizer state and one input batch cannot fit on ``device``; with
+    ``shards`` > 1 (FSDP) the device holds that share of the weights, gradients, optimizer and EMA state."""
     params = parameter_count(config, spec)
-    model_bytes = params * TRAINING_BYTES_PER_PARAMETER
+    model_bytes = params * TRAINING_BYTES_PER_PARAMETER / shards
     batch_bytes = config.train.batch_size * math.prod(spec.shape) * 8  # inputs as float32 or int64 ids, with a copy
     capacity = device_memory(device)
     if capacity is None:
@@ -64,13 +65,20 @@ def check_training_fits(config, spec, device: torch.device) -> None:
     if model_bytes > usable:
         raise ConfigError(
             f"the {config.family} model has {params:,} parameters and needs about {describe_bytes(model_bytes)} for its "
-            f"weights, gradients, optimizer and EMA state, more than the {describe_bytes(capacity)} of the {device.type} "
-            "device; choose smaller model.* options")
+            f"weights, gradients, optimizer and EMA state{f' per process (1/{shards} of it)' if shards > 1 else ''}, "
+            f"more than the {describe_bytes(capacity)} of the {device.type} device; choose smaller model.* options"
+            f"{_fsdp_hint(config.family) if shards == 1 else ''}")
     if batch_bytes > usable - model_bytes:
         raise ConfigError(
             f"train.batch_size {config.train.batch_size:,} of {' x '.join(map(str, spec.shape))} items needs about "
             f"{describe_bytes(batch_bytes)} for the inputs alone, more than the {describe_bytes(capacity)} of the "
             f"{device.type} device; choose a smaller --batch-size")
+
+
+def _fsdp_hint(family: str) -> str:
+    from genforge.families import get_family
+
+    return ", or shard it over several processes (train.fsdp)" if get_family(family).fsdp_units else ""
 
 
 def out_of_memory(error: BaseException) -> bool:

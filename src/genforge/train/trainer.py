@@ -21,25 +21,22 @@ import torch
 from tqdm.auto import tqdm
 
 from genforge import draws
+from genforge.data.datasets import step_batch
+from genforge.draws import step_seed  # its home is below the data layer; still importable from here
 from genforge.errors import RunError, TrainingDiverged
 from genforge.families.base import Family
-from genforge.io import save_tensors, storage_error, unique_state
+from genforge.io import save_tensors, storage_error, unique_tensors
 from genforge.modalities import get_modality
 from genforge.runs import Run
-from genforge.train.checkpoint import load_state, save_state
-from genforge.train.device import autocast, autocast_dtype, configure_backends, resolve_device
+from genforge.train import fsdp, sync_batchnorm
+from genforge.train.checkpoint import TrainerState, load_state, read_state, save_state
+from genforge.train.device import (autocast, autocast_dtype, configure_backends, resolve_device, to_device,
+                                   use_channels_last)
 from genforge.train.distributed import Distributed
 from genforge.train.ema import EMA
 from genforge.train.flops import peak_flops
 from genforge.train.hooks import Hook, StepOutcome, default_hooks
 from genforge.train.schedule import lr_factor
-
-STEP_SEED_MULTIPLIER = 0x9E3779B1  # spreads (seed, step) pairs over the generator's seed space
-
-
-def step_seed(seed: int, step: int) -> int:
-    return (seed * STEP_SEED_MULTIPLIER + step) % (2**63)
-
 
 @dataclass
 class TrainResult:
@@ -82,9 +79,21 @@ class Trainer:
         configure_backends(self.device)
         self.amp_dtype = autocast_dtype(self.device, self.cfg.precision)
         self.family = family.to(self.device)
+        self.channels_last = use_channels_last(self.device, self.cfg.memory_format)
+        if self.channels_last:  # convolution weights NHWC, as the batches are (_batch)
+            self.family.to(memory_format=torch.channels_last)
+        if self.cfg.sync_batchnorm and self.dist.active:  # BatchNorm over the global batch; before EMA copies it
+            self.family = sync_batchnorm.convert(self.family, self.device)
         if self.cfg.activation_checkpointing:
             self.family.set_activation_checkpointing(True)
         self.ema = EMA(self.family, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
+        # FSDP: weights, gradients and optimizer state sharded over the processes (fsdp.py); alone, nothing to shard
+        self.sharded = self.cfg.fsdp and self.dist.active
+        if self.sharded:
+            units = self.family.fsdp_modules()
+            fsdp.shard(self.family, units, self.amp_dtype)
+            if self.ema is not None:
+                fsdp.shard(self.ema.shadow, self.ema.shadow.fsdp_modules(), self.amp_dtype)
         self.optimizers = self._build_optimizers()
         self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self.global_step = 0  # optimisation steps taken (skipped non-finite ones included), resumed ones too
@@ -149,17 +158,39 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        """The trainer state and the sampling weights, written by rank 0 (every process calls this: a sharded
+        run gathers the whole state first)."""
         self.last_checkpoint_time = time.perf_counter()
         info = {"step": self.global_step, "bad_steps": self.bad_steps_total, "items_seen": self.items_seen,
                 "ema_updates": self.ema.updates if self.ema else 0}
-        save_state(self.run.state_path, self.family, self.ema.shadow if self.ema else None, self.optimizers, info)
+        shadow = self.ema.shadow if self.ema else None
+        if self.sharded:
+            state = TrainerState(fsdp.full_model_state(self.family),
+                                 fsdp.full_model_state(shadow) if shadow is not None else None,
+                                 {name: fsdp.full_optimizer_state(self.family, opt) for name, opt in self.optimizers.items()},
+                                 info)
+        else:
+            state = TrainerState.of(self.family, shadow, self.optimizers, info)
+        if not self.dist.main:
+            return
+        save_state(self.run.state_path, state)
         meta = {"family": self.run.config.family, "step": str(self.global_step), "format": "genforge-model-1"}
-        save_tensors(unique_state(self.sampling_model), self.run.model_path, metadata=meta)
+        save_tensors(unique_tensors(state.ema if state.ema is not None else state.model), self.run.model_path, metadata=meta)
 
     def load_checkpoint(self) -> None:
         if not self.run.state_path.is_file():
             raise RunError(f"nothing to resume in {self.run.path}: trainer_state.safetensors is missing")
-        info = load_state(self.run.state_path, self.family, self.ema.shadow if self.ema else None, self.optimizers)
+        shadow = self.ema.shadow if self.ema else None
+        if self.sharded:
+            state = read_state(self.run.state_path, self.optimizers)
+            fsdp.load_full_model_state(self.family, state.model)
+            if shadow is not None:
+                fsdp.load_full_model_state(shadow, state.ema or {})
+            for name, opt in self.optimizers.items():
+                fsdp.load_full_optimizer_state(self.family, opt, state.optimizers[name])
+            info = state.info
+        else:
+            info = load_state(self.run.state_path, self.family, shadow, self.optimizers)
         self.global_step = int(info["step"])
         self.bad_steps_total = int(info.get("bad_steps", 0))
         self.items_seen = int(info.get("items_seen", 0))
@@ -196,7 +227,9 @@ class Trainer:
         self.warnings.extend(warnings)
         return warnings
 
-    def write_sample_grid(self) -> Path:
+    def write_sample_grid(self) -> Path | None:
+        """A grid of samples of the sampling weights, written by rank 0 (a sharded run's processes all sample:
+        its forward passes need every one); returns its path (None in the other processes)."""
         if self._codec is None:
             self._codec = self.modality.codec(self.run.spec, self.data.tokenizer)
         model = self.sampling_model
@@ -207,15 +240,18 @@ class Trainer:
         with autocast(self.device, self.amp_dtype):
             items = model.sample(n, generator=generator, **self.modality.sample_options(self.run.spec, self.data.tokenizer))
         model.train(was_training)
-        path = self.run.samples_dir / f"step_{self.global_step:07d}{self._codec.suffix}"
         self.last_grid_step = self.global_step
+        if not self.dist.main:
+            return None
+        path = self.run.samples_dir / f"step_{self.global_step:07d}{self._codec.suffix}"
         self._codec.grid(items.float() if items.is_floating_point() else items, path,
                          {"family": self.run.config.family, "run": str(self.run.path), "step": self.global_step,
                           "seed": self.cfg.seed})
         return path
 
     def evaluate(self) -> dict:
-        """Score the sampling weights now (``genforge eval``'s metrics) and log them as eval/*."""
+        """Score the sampling weights now (``genforge eval``'s metrics) and log them as eval/* (rank 0; a sharded
+        run's processes all evaluate, in step)."""
         from genforge.evaluate.evaluator import QUICK_LIKELIHOOD_SAMPLES, Evaluator
         from genforge.families.base import eval_mode
 
@@ -227,7 +263,8 @@ class Trainer:
         with eval_mode(self.sampling_model):
             result = self._evaluator(self.sampling_model, self.amp_dtype)  # {"metrics", "sampling", ...}
         record = {"step": self.global_step, **{f"eval/{k}": v for k, v in result["metrics"].items()}}
-        self.log(record)
+        if self.dist.main:
+            self.log(record)
         return result
 
     # ---- stopping -----------------------------------------------------------------------------
@@ -267,14 +304,15 @@ class Trainer:
                     opt.zero_grad(set_to_none=True)
                     return False, logs
                 params = [p for g in opt.param_groups for p in g["params"]]
-                self.dist.average_gradients(params)
+                if not self.sharded:  # FSDP has averaged them already, in backward
+                    self.dist.average_gradients(params)
                 if self.cfg.grad_clip > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+                    norm = fsdp.full_value(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
                     if not bool(torch.isfinite(norm)):
                         opt.zero_grad(set_to_none=True)
                         return False, logs
                 else:  # logged all the same (no sync here: it is read at the next log)
-                    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                    norm = fsdp.full_value(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
                 logs[f"{name}/grad_norm"] = norm.detach()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -317,15 +355,13 @@ class Trainer:
         return names[0], losses, logs, finite
 
     def _batch(self) -> list[dict[str, torch.Tensor]]:
-        """This step's micro-batches: the global batch of every process and micro-batch drawn from the step's
-        seed (what one process with the combined batch draws), this process's slice of it, cut into
-        ``train.grad_accum`` micro-batches of ``train.batch_size``."""
+        """This step's micro-batches: the global batch of every process and micro-batch, a function of the seed,
+        step and its size (``step_batch``: images in epoch order), so what one process with the combined batch
+        draws; this process's slice of it, cut into ``train.grad_accum`` micro-batches of ``train.batch_size``."""
         b, k = self.cfg.batch_size, self.cfg.grad_accum
-        generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.global_step))
-        batch = self.data.train.batch(b * k * self.dist.world, generator)
+        batch = step_batch(self.data.train, self.cfg.seed, self.global_step, b * k * self.dist.world)
         start = self.dist.rank * b * k
-        non_blocking = self.device.type == "cuda"
-        return [{key: v[start + i * b:start + (i + 1) * b].to(self.device, non_blocking=non_blocking)
+        return [{key: to_device(v[start + i * b:start + (i + 1) * b], self.device, self.channels_last)
                  for key, v in batch.items()} for i in range(k)]
 
     def step(self) -> StepOutcome:
@@ -348,8 +384,7 @@ class Trainer:
             self.bad_steps_total += 1
             self._consecutive_bad += 1
             if self._consecutive_bad > self.cfg.max_bad_steps:
-                if self.dist.main:
-                    self.save_checkpoint()
+                self.save_checkpoint()
                 raise TrainingDiverged(
                     f"loss was NaN/inf for {self._consecutive_bad} consecutive steps at step {self.global_step}; "
                     f"lower train.lr (now {self.cfg.lr}) or check the data"
@@ -385,7 +420,8 @@ class Trainer:
                 steps_run += 1
                 for hook in self.hooks:
                     hook.after_step(self, outcome)
-            self.dist.check_in_step(self.family)  # every process holds the same weights (both GAN players)
+            if not self.sharded:  # (a sharded run holds one copy of each weight: nothing can drift apart)
+                self.dist.check_in_step(self.family)  # every process holds the same weights (both GAN players)
             for hook in self.hooks:
                 hook.end(self)
         finally:
