@@ -38,3 +38,10 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests run first: with the files shared out between workers (``--dist loadfile``), a
+    long file that starts last keeps one worker busy while the other has nothing left to do."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's tests keep their order
