@@ -125,7 +125,8 @@ def test_builtin_images_can_be_resized_and_coloured():
 def test_list_sources():
     prepare("digits", progress=False)
     sources = {s["name"]: s for s in list_sources()}
-    assert set(sources) == {"digits", "mnist", "pycode"}
+    assert set(sources) == {"digits", "mnist", "pycode", "breast_cancer", "wine", "randhie", "heart", "grunfeld",
+                            "macrodata"}
     assert sources["digits"]["cached"] is True and sources["pycode"]["modality"] == "text"
     assert all(s["description"] for s in sources.values())
 

@@ -27,7 +27,7 @@ def make_config(
     **train: Any,
 ) -> RunConfig:
     """A full run config: TrainConfig defaults, then the family's defaults, then the caller's values."""
-    family_cls = get_family(family)
+    family_cls = get_family(family, data_kind(family, data))
     d: dict[str, Any] = {"family": family, "data": {"source": data}, "train": dict(family_cls.train_defaults),
                          "model": dict(getattr(family_cls, "model_defaults", {}))}
     if steps is not None:
@@ -38,18 +38,28 @@ def make_config(
     check_types(config.train, "train")
     check_types(config.data, "data")
     validate_train(config)
-    complete_model_config(config)
+    complete_model_config(config, data_kind(family, data))
     return config
+
+
+def data_kind(family: str, source: str) -> str | None:
+    """The kind of tensors ``source`` gives a family (DataSpec.kind), where the family's class depends on it
+    (``families.VARIANTS``); None otherwise (the source is then checked when it is prepared)."""
+    from genforge.families import has_variants
+    from genforge.modalities import parse_source
+
+    return parse_source(source)[1].data_kind if has_variants(family) else None
 
 
 def validate_train(config: RunConfig) -> None:
     """Every train.* value within its range (``config.TRAIN_RANGES``), and a known feature extractor."""
     check_ranges(config.train, TRAIN_RANGES, "train")
     check_choices(config.train, TRAIN_CHOICES, "train.")
+    family_cls = get_family(config.family, data_kind(config.family, config.data.source))
     if config.train.activation_checkpointing:
-        get_family(config.family).check_activation_checkpointing()
+        family_cls.check_activation_checkpointing()
     if config.train.fsdp:
-        get_family(config.family).check_fsdp()
+        family_cls.check_fsdp()
     from genforge.evaluate.extractors import EXTRACTORS
 
     if config.train.eval_features not in EXTRACTORS:
@@ -107,7 +117,8 @@ def train(
             Run.check_free(out)  # before preparing data; checked again under the lock, in Run.create
         with distributed.main_first(dist):  # one process builds the cache entry; the others read it
             prepared = prepare(config.data.source, config.data, progress=progress and dist.main)
-        get_family(family).check_accepts(prepared.spec, data)
+        get_family(family, prepared.spec.kind).check_accepts(prepared.spec, data)
+        check_scorable(config, prepared.spec)
         check_fits_in_memory(config, prepared.spec, dist.world)
         if dist.main:
             lock = RunLock(out, "train").acquire()
@@ -127,6 +138,7 @@ def train(
                 prepared = prepare(run.config.data.source, run.config.data, progress=progress and dist.main)
             if prepared.spec.to_dict() != run.spec.to_dict():
                 raise RunError(f"the data source '{run.config.data.source}' changed since {out} was created; resume needs the same data")
+            check_scorable(run.config, run.spec)
             check_fits_in_memory(run.config, run.spec, dist.world)
             if dist.main:
                 remove_stale_temps(run.path)
@@ -167,6 +179,14 @@ def restarted_launch_of(out: str | Path) -> bool:
         return (Path(out) / distributed.LAUNCH_FILE).read_text().strip() == distributed.launch_id()
     except OSError:
         return False
+
+
+def check_scorable(config: RunConfig, spec) -> None:
+    """Refuse ``train.eval_every`` for data whose modality has no scorer, before a run folder is made."""
+    from genforge.modalities import get_modality
+
+    if config.train.eval_every and get_modality(spec.modality).scorer is None:
+        raise ConfigError(f"--eval-every: {spec.modality} data has no scorer yet; leave train.eval_every at 0")
 
 
 def check_fits_in_memory(config: RunConfig, spec, processes: int = 1) -> None:

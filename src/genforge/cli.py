@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +22,8 @@ data_app = typer.Typer(help="List and prepare data sources (decoded once, cached
 app.add_typer(data_app, name="data")
 
 FAMILY_HELP = "Model family: diffusion, gan, vae, vqvae or transformer."
-SOURCE_HELP = "Built-in name (digits, mnist, pycode) or folder:PATH (images) or text:PATH (a text file or folder)."
+SOURCE_HELP = ("Built-in name (digits, mnist, pycode, breast_cancer, ...: see `genforge data list`) or folder:PATH "
+               "(images), text:PATH (a text file or folder), csv:PATH or parquet:PATH (a table).")
 
 
 TOKENIZER_HELP = "Text sources: char (one id per character, the default) or bpe (byte-level BPE trained on the data)."
@@ -33,6 +35,18 @@ GUIDANCE_HELP = "classifier-free guidance for class-conditional runs: 0 uncondit
 
 def _echo_err(message: str) -> None:
     typer.echo(message, err=True)
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+_default_format_warning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """genforge's own warnings (a skipped file, a column left out) as one `warning:` line: what was worked
+    around, not where in genforge's code; other libraries' warnings as Python shows them."""
+    if Path(filename).resolve().is_relative_to(PACKAGE_DIR):
+        return f"warning: {message}\n"
+    return _default_format_warning(message, category, filename, lineno, line)
 
 
 def _tokenizer_overrides(tokenizer: str | None, vocab_size: int | None) -> list[str]:
@@ -282,12 +296,14 @@ def data_list() -> None:
     from genforge.data import cache_dir
     from genforge.modalities import all_modalities, list_sources
 
-    for s in list_sources():
+    sources = list_sources()
+    width = max([len(s["name"]) for s in sources] + [8])
+    for s in sources:
         mark = "cached" if s.get("cached") else "-"
-        typer.echo(f"{s['name']:<8} {mark:<7} {s['description']}")
+        typer.echo(f"{s['name']:<{width}} {mark:<7} {s['description']}")
     for form in (form for m in all_modalities() for form in m.path_forms.values()):
-        typer.echo(f"path:    {form}")
-    typer.echo(f"cache:   {cache_dir()}")
+        typer.echo(f"{'path:':<{width}} {form}")
+    typer.echo(f"{'cache:':<{width}} {cache_dir()}")
 
 
 @data_app.command("prepare")
@@ -298,12 +314,14 @@ def data_prepare(
     block_size: Optional[int] = typer.Option(None, "--block-size", help="text sources: context length in tokens."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
     vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help=VOCAB_SIZE_HELP),
+    sets: list[str] = typer.Option([], "--set", "-s", help="Override a data.* value: data.key=value (tables: "
+                                   "data.columns.NAME=TYPE, data.numeric=quantile, ...)."),
 ) -> None:
     """Decode and cache a source; print its manifest."""
-    from genforge.config import DataConfig
+    from genforge.config import data_config
     from genforge.modalities import prepare
 
-    cfg = DataConfig(source=source)
+    cfg = data_config(source, sets)
     if image_size is not None:
         cfg.image_size = image_size
     if channels is not None:
@@ -412,6 +430,7 @@ def _run() -> int:
     """The command's exit code; a user's mistake is one `error:` line on stderr."""
     # the click that typer parses with (its own copy in recent typer versions)
     parser_errors = sys.modules[typer.BadParameter.__module__]
+    warnings.formatwarning = _format_warning
     try:
         code = app(standalone_mode=False)
     except parser_errors.UsageError as e:

@@ -12,6 +12,9 @@ import yaml
 from genforge.errors import ConfigError
 
 
+FOR_TABLES = {"applies_to": "table"}  # DataConfig field metadata: options only tables use
+
+
 @dataclass
 class DataConfig:
     source: str = "mnist"
@@ -22,6 +25,12 @@ class DataConfig:
     tokenizer: str = "char"  # text: "char" (one id per character) or "bpe" (byte-level BPE trained on the corpus)
     vocab_size: int = 4096  # text with tokenizer "bpe": ids in all, 260 (bytes + special tokens) .. 2**32-1
     fim_rate: float = 0.0  # text: share of training windows rearranged for fill-in-the-middle (--fim-rate)
+    # tables (csv:, parquet: and the built-in tables); metadata "applies_to": the data kind they mean something for,
+    # so other data refuses them (modalities/prepare.py)
+    columns: dict[str, str] = field(default_factory=dict, metadata=FOR_TABLES)  # NAME -> type, over the inferred one
+    numeric: str = field(default="gmm", metadata=FOR_TABLES)  # numbers: gmm (mode-specific normalisation) or quantile
+    max_modes: int = field(default=10, metadata=FOR_TABLES)  # numeric="gmm": most Gaussian modes per column
+    onehot_max: int = field(default=50, metadata=FOR_TABLES)  # categories one-hot up to this many; a binary code above
 
 
 @dataclass
@@ -127,6 +136,17 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
         node[parts[-1]] = parse_value(value)
     return d
+
+
+def data_config(source: str, overrides: list[str]) -> DataConfig:
+    """The data settings of ``source`` with ``data.key=value`` overrides (``genforge data prepare --set``)."""
+    for item in overrides:
+        if not item.strip().startswith("data."):
+            raise ConfigError(f"--set here takes data.* settings (data.key=value), got '{item}'")
+    d = apply_overrides({"data": {"source": source}}, overrides)
+    cfg = build_dataclass(DataConfig, d["data"], "data")
+    check_types(cfg, "data")
+    return cfg
 
 
 def check_types(cfg: Any, where: str) -> None:

@@ -2,7 +2,7 @@
 
     RUN/config.yaml              family, data, train and model configuration
     RUN/spec.json                the DataSpec the model was built for
-    RUN/tokenizer.json           text runs: the tokenizer
+    RUN/tokenizer.json           text runs: the tokenizer; table runs: the table transform (data/table_transform.py)
     RUN/model.safetensors        weights used for sampling (the EMA weights where EMA is on)
     RUN/trainer_state.safetensors  raw weights, EMA, optimizer states and counters, for --resume
     RUN/metrics.jsonl            one JSON line per logged step
@@ -147,19 +147,21 @@ class Run:
         return family.eval()
 
 
-def family_config(config: RunConfig):
-    family_cls = get_family(config.family)
+def family_config(config: RunConfig, kind: str | None = None):
+    """The family's model config from ``config.model``, for data of ``kind`` (DataSpec.kind)."""
+    family_cls = get_family(config.family, kind)
     model_cfg = build_dataclass(family_cls.Config, config.model, "model")
     check_types(model_cfg, "model")
     return model_cfg
 
 
 def build_family(config: RunConfig, spec: DataSpec) -> Family:
-    family_cls = get_family(config.family)
-    return family_cls(family_config(config), spec)
+    family_cls = get_family(config.family, spec.kind)
+    return family_cls(family_config(config, spec.kind), spec)
 
 
-def complete_model_config(config: RunConfig) -> None:
-    """Fill config.model with every field of the family's Config, so config.yaml records all choices."""
-    config.model = asdict(family_config(config))
+def complete_model_config(config: RunConfig, kind: str | None = None) -> None:
+    """Fill config.model with every field of the family's Config (for data of ``kind``), so config.yaml
+    records all choices."""
+    config.model = asdict(family_config(config, kind))
 

@@ -7,6 +7,8 @@
         train.bin  val.bin                  uint16 token ids (uint32     text sources, read back as np.memmap
                                             past 65,535 ids)
         tokenizer.json                      char or bpe, as in a run
+        train_rows.npy  val_rows.npy        float32 (N, D) encoded rows  table sources, with their transform as
+                                                                         tokenizer.json
 
 Each modality (``genforge.modalities``) writes and reads its own arrays; this module keys, builds,
 checks and removes entries for all of them. The key hashes the source, the preparation parameters

@@ -1,9 +1,9 @@
-"""In-memory datasets the trainer draws batches from: images in epoch order, random windows of text.
+"""In-memory datasets the trainer draws batches from: images and table rows in epoch order, random windows of text.
 
 The trainer asks for each step's global batch with ``step_batch(dataset, seed, step, n)``, a function of
 those four alone, so a resumed run continues it and N processes with batch n / N (each taking its slice)
-see what one process with batch n does. Images come in epoch order (``ImageDataset.step_batch``): every
-image once per epoch, in a new order each epoch. Any other dataset, a plug-in's too, needs only
+see what one process with batch n does. Images and table rows come in epoch order (``EpochDataset.step_batch``):
+every item once per epoch, in a new order each epoch. Any other dataset, a plug-in's too, needs only
 ``batch(n, generator)`` and ``__len__``: it draws from a CPU ``torch.Generator`` seeded from ``(seed, step)``,
 which for text is a random window per row. Tensors come back on the CPU.
 """
@@ -61,43 +61,31 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-class ImageDataset(Dataset):
-    """uint8 images (N, C, H, W) and optional int64 labels; batches are float32 in [-1, 1]."""
+class EpochDataset(Dataset):
+    """Items read in epoch order: a subclass has ``__len__``, ``get(indices)``, ``name`` and ``items`` (what
+    they are called in errors)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, class_names: list[str] | None = None,
-                 name: str = "images"):
-        if images.dtype != np.uint8 or images.ndim != 4:
-            raise DataError(f"{name}: expected uint8 images of shape (N, C, H, W), got {images.dtype} {images.shape}")
-        if labels is not None and labels.shape != (len(images),):
-            raise DataError(f"{name}: {len(images)} images but labels of shape {labels.shape}")
-        self.images = torch.from_numpy(np.ascontiguousarray(images))
-        self.labels = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-        self.class_names = list(class_names or [])
-        self.name = name
-        self._order: tuple[int, int, torch.Tensor] | None = None  # (seed, epoch, order): the epoch being read
+    items = "items"
+    _order: tuple[int, int, torch.Tensor] | None = None  # (seed, epoch, order): the epoch being read
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
+    def get(self, indices: Indices) -> Batch:
+        raise NotImplementedError
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
-
-    def batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """``batch_size`` items drawn uniformly with replacement: {"x": (B, C, H, W) float32, "y": (B,) int64}.
-        For looks at the data (feature statistics, reconstructions); training reads ``step_batch``."""
-        self._require_images()
+    def batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """``batch_size`` items drawn uniformly with replacement. For looks at the data (feature statistics,
+        reconstructions); training reads ``step_batch``."""
+        self._require_items()
         return self.get(torch.randint(len(self), (batch_size,), generator=generator))
 
     def step_batch(self, seed: int, step: int, n: int) -> Batch:
         """Positions ``[step * n, (step + 1) * n)`` of the training sequence, the epoch orders one after
-        another (``epoch_order``): every image once per epoch, a new order each epoch. A batch may cross
-        into the next epoch, or span several when there are fewer than ``n`` images."""
+        another (``epoch_order``): every item once per epoch, a new order each epoch. A batch may cross
+        into the next epoch, or span several when there are fewer than ``n`` items."""
         return self.get(self.step_indices(seed, step, n))
 
     def step_indices(self, seed: int, step: int, n: int) -> torch.Tensor:
-        """The image indices of ``step_batch``: (n,) int64."""
-        self._require_images()
+        """The item indices of ``step_batch``: (n,) int64."""
+        self._require_items()
         parts, position, end = [], step * n, (step + 1) * n
         while position < end:
             epoch, offset = divmod(position, len(self))
@@ -112,17 +100,60 @@ class ImageDataset(Dataset):
             self._order = (seed, epoch, epoch_order(len(self), seed, epoch))
         return self._order[2]
 
-    def _require_images(self) -> None:
+    def _require_items(self) -> None:
         if len(self) == 0:
-            raise DataError(f"{self.name} has no images to draw a batch from")
+            raise DataError(f"{self.name} has no {self.items} to draw a batch from")
+
+
+class ImageDataset(EpochDataset):
+    """uint8 images (N, C, H, W) and optional int64 labels; batches are float32 in [-1, 1]."""
+
+    items = "images"
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, class_names: list[str] | None = None,
+                 name: str = "images"):
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise DataError(f"{name}: expected uint8 images of shape (N, C, H, W), got {images.dtype} {images.shape}")
+        if labels is not None and labels.shape != (len(images),):
+            raise DataError(f"{name}: {len(images)} images but labels of shape {labels.shape}")
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+        self.class_names = list(class_names or [])
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
 
     def get(self, indices: Indices) -> dict[str, torch.Tensor]:
-        """Chosen items in batch form (for evaluation and reconstruction); "y" only when there are labels."""
+        """Chosen items in batch form, {"x": (B, C, H, W) float32, "y": (B,) int64} (for evaluation and
+        reconstruction); "y" only when there are labels."""
         idx = _as_index(indices)
         out = {"x": to_float(self.images[idx])}
         if self.labels is not None:
             out["y"] = self.labels[idx]
         return out
+
+
+class TableDataset(EpochDataset):
+    """Encoded table rows (N, D) float32 (``table_transform``); batches are {"x": (B, D) float32}."""
+
+    items = "rows"
+
+    def __init__(self, rows: np.ndarray, name: str = "table"):
+        if rows.dtype != np.float32 or rows.ndim != 2:
+            raise DataError(f"{name}: expected float32 rows of shape (N, D), got {rows.dtype} {rows.shape}")
+        self.rows = torch.from_numpy(np.ascontiguousarray(rows))
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def get(self, indices: Indices) -> Batch:
+        return {"x": self.rows[_as_index(indices)]}
 
 
 class TextDataset(Dataset):

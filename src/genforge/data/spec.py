@@ -5,7 +5,29 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
-KINDS = {"tokens": "token ids below a vocab_size", "image": "(C, H, W) images", "vector": "(D,) vectors"}
+KINDS = {"tokens": "token ids below a vocab_size", "image": "(C, H, W) images", "vector": "(D,) vectors",
+         "table": "(D,) encoded table rows (DataSpec.table)"}
+TANH_SPANS = ("value", "code")  # continuous dims in about [-1, 1]: a tanh output
+SOFTMAX_SPANS = ("mode", "category", "missing")  # one-hot groups: exactly one dim is 1, the rest 0
+
+
+@dataclass(frozen=True)
+class TableSpan:
+    """Dims ``start .. start + width`` of an encoded table row, holding one part of one column (see DataSpec.table)."""
+
+    column: str
+    kind: str  # one of TANH_SPANS or SOFTMAX_SPANS
+    start: int
+    width: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.width
+
+    @property
+    def activation(self) -> str:
+        """What a generator's output for these dims goes through: "tanh" or "softmax"."""
+        return "tanh" if self.kind in TANH_SPANS else "softmax"
 
 
 @dataclass
@@ -17,6 +39,9 @@ class DataSpec:
     vocab_size: number of token ids (token streams only).
     num_classes: number of labels when the data has them, else None.
     class_names: the label names, index-aligned with the label ids.
+    table: encoded table rows only: {"spans": [{"column", "kind", "start", "width"}, ...] covering dims 0..D-1 in
+        order, "columns": [{"name", "type", "dtype", "missing", "start", "width", ...}, ...], "width": D};
+        ``table_spans()`` gives the spans as ``TableSpan``s.
     """
 
     modality: str
@@ -24,14 +49,23 @@ class DataSpec:
     vocab_size: int | None = None
     num_classes: int | None = None
     class_names: list[str] = field(default_factory=list)
+    table: dict | None = None
 
     @property
     def kind(self) -> str:
         """The tensors a family sees, whatever the modality: "tokens" (ids below vocab_size), "image"
-        ((C, H, W) floats) or "vector" ((D,) floats). Families declare the kinds they accept."""
+        ((C, H, W) floats), "table" ((D,) encoded rows laid out by ``table``) or "vector" ((D,) floats).
+        Families declare the kinds they accept."""
+        if self.table is not None:
+            return "table"
         if self.vocab_size is not None:
             return "tokens"
         return "image" if len(self.shape) == 3 else "vector"
+
+    def table_spans(self) -> list[TableSpan]:
+        """The spans of an encoded table row, in order (empty for other data)."""
+        return [TableSpan(s["column"], s["kind"], int(s["start"]), int(s["width"]))
+                for s in (self.table or {}).get("spans", [])]
 
     def describe_kind(self) -> str:
         return KINDS[self.kind]

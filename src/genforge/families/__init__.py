@@ -1,4 +1,5 @@
-"""Family registry: a new family is one file plus one line here."""
+"""Family registry: a new family is one file plus one line here, and so is a family's form for another kind
+of data (``VARIANTS``: the VAE on tables is TVAE's recipe, not the image VAE's)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,20 @@ FAMILIES: dict[str, str] = {
     "vqvae": "genforge.families.vqvae:VQVAE",
 }
 
+# (family name, DataSpec.kind) -> "module:Class": the family on that kind of data, where it is a class of its own
+VARIANTS: dict[tuple[str, str], str] = {
+    ("vae", "table"): "genforge.families.table_vae:TableVAE",
+}
 
-def get_family(name: str):
-    """The Family class registered under ``name``."""
+
+def has_variants(name: str) -> bool:
+    """Whether the class of family ``name`` depends on the kind of data (so callers must say which)."""
+    return any(family == name for family, _ in VARIANTS)
+
+
+def get_family(name: str, kind: str | None = None):
+    """The Family class registered under ``name``, for data of ``kind`` (DataSpec.kind) when given."""
     if name not in FAMILIES:
         raise ConfigError(f"unknown family '{name}'; expected one of: {', '.join(FAMILIES)}")
-    module, cls = FAMILIES[name].split(":")
+    module, cls = VARIANTS.get((name, kind), FAMILIES[name]).split(":")
     return getattr(importlib.import_module(module), cls)

@@ -30,7 +30,7 @@ class Prepared:
     spec: DataSpec
     train: Any
     val: Any
-    tokenizer: Any  # token modalities only
+    tokenizer: Any  # token modalities: the tokenizer; tables: the table transform; else None
     manifest: dict
     path: Path  # the cache entry
     extra: dict = field(default_factory=dict)  # what a modality keeps beside (e.g. the images behind code grids)
@@ -56,7 +56,8 @@ class Modality(abc.ABC):
     abstract must be written by every modality; the others have defaults that suit most)."""
 
     name: ClassVar[str]  # recorded in DataSpec.modality, cache manifests and eval results
-    data_kind: ClassVar[str]  # the tensors families see (DataSpec.kind): "image", "tokens", ...
+    # the tensors families see (DataSpec.kind): "image", "tokens", "table"; picks a family's variant (families.VARIANTS)
+    data_kind: ClassVar[str | None] = None
     unit: ClassVar[str]  # what a training or sampling rate counts: "img", "tok"
     builtin_sources: ClassVar[dict[str, str]] = {}  # name -> one-line description
     path_forms: ClassVar[dict[str, str]] = {}  # kind -> how to write it, e.g. "folder:PATH (...)"

@@ -26,6 +26,7 @@ LOADERS = {"digits": images.load_digits, "mnist": images.load_mnist}
 
 class ImageModality(Modality):
     name = "image"
+    data_kind = "image"
     unit = "img"
     builtin_sources = {
         "digits": "scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes",

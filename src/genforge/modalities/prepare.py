@@ -9,6 +9,8 @@ map the arrays back in.
 
 from __future__ import annotations
 
+import dataclasses
+
 from genforge.config import DataConfig
 from genforge.data import cache
 from genforge.data.images import MAX_IMAGE_SIZE
@@ -29,6 +31,7 @@ def prepare(source: str, cfg: DataConfig | None = None, progress: bool = True) -
     check_config(cfg)
     src, modality = parse_source(source)
     modality.check_config(src, cfg)
+    check_applies(cfg, src, modality)
     params = modality.preparation_params(src, cfg)
     path = cache.entry_path(src, params, modality.source_files(src), modality.source_root(src))
     entry = cache.open_entry(path, modality.read)
@@ -52,6 +55,16 @@ def list_sources() -> list[dict]:
         out.append({"name": name, "modality": modality.name, "description": description,
                     "cached": (path / "manifest.json").is_file()})
     return out
+
+
+def check_applies(cfg: DataConfig, src, modality) -> None:
+    """Options declared for one kind of data (a DataConfig field's metadata "applies_to") left at their defaults
+    for other kinds: ``--set data.numeric=quantile`` on images is a mistake, not a no-op."""
+    defaults = DataConfig()
+    for f in dataclasses.fields(DataConfig):
+        kind = f.metadata.get("applies_to")
+        if kind and kind != modality.data_kind and getattr(cfg, f.name) != getattr(defaults, f.name):
+            raise ConfigError(f"data.{f.name} applies to {kind} sources; '{src.canonical}' is {modality.name} data")
 
 
 def check_config(cfg: DataConfig) -> None:

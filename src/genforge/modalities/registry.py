@@ -22,6 +22,7 @@ MODALITIES: dict[str, Any] = {  # name -> "module:Class" (imported on first use)
     "image": "genforge.modalities.image:ImageModality",
     "text": "genforge.modalities.text:TextModality",
     "codes": "genforge.modalities.codes:CodesModality",
+    "table": "genforge.modalities.table:TableModality",
 }
 _instances: dict[str, Modality] = {}
 
@@ -94,6 +95,8 @@ def parse_source(source: str) -> tuple[Source, Modality]:
     forms = [kind for m in modalities for kind in m.path_forms]
     hint = ""
     if Path(source).expanduser().exists():
+        suffix = Path(source).suffix.lstrip(".").lower()
+        forms.sort(key=lambda kind: kind != suffix)  # a form named like the file's suffix first: csv:, parquet:
         hint = f" (did you mean {' or '.join(f'{kind}:{source}' for kind in forms[:2])}?)"
     raise DataError(f"unknown data source '{source}'{hint}; {choices()}")
 

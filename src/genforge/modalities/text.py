@@ -30,6 +30,7 @@ class TokenStreams(Modality):
     """What every modality of token streams shares: the cache layout (train.bin, val.bin, tokenizer.json),
     windows of ``data.block_size`` tokens, and rates counted in tokens."""
 
+    data_kind = "tokens"
     unit = "tok"
 
     def load_tokenizer(self, path: Path) -> Tokenizer:

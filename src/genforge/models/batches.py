@@ -24,7 +24,13 @@ def sample_batches(n: int, seed: int, size: int | None = None) -> list[tuple[int
 
 
 def concat(parts: list):
-    """Batches joined: one tensor, or one list of items."""
+    """Batches joined: one tensor, one list of items, or one table (DataFrames, as tables decode)."""
     if isinstance(parts[0], list):
         return [item for part in parts for item in part]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    import pandas as pd  # only table runs get here
+
+    return pd.concat(parts, ignore_index=True)

@@ -67,7 +67,7 @@ def check_training_fits(config, spec, device: torch.device, shards: int = 1) -> 
             f"the {config.family} model has {params:,} parameters and needs about {describe_bytes(model_bytes)} for its "
             f"weights, gradients, optimizer and EMA state{f' per process (1/{shards} of it)' if shards > 1 else ''}, "
             f"more than the {describe_bytes(capacity)} of the {device.type} device; choose smaller model.* options"
-            f"{_fsdp_hint(config.family) if shards == 1 else ''}")
+            f"{_fsdp_hint(config.family, spec.kind) if shards == 1 else ''}")
     if batch_bytes > usable - model_bytes:
         raise ConfigError(
             f"train.batch_size {config.train.batch_size:,} of {' x '.join(map(str, spec.shape))} items needs about "
@@ -75,10 +75,10 @@ def check_training_fits(config, spec, device: torch.device, shards: int = 1) -> 
             f"{device.type} device; choose a smaller --batch-size")
 
 
-def _fsdp_hint(family: str) -> str:
+def _fsdp_hint(family: str, kind: str) -> str:
     from genforge.families import get_family
 
-    return ", or shard it over several processes (train.fsdp)" if get_family(family).fsdp_units else ""
+    return ", or shard it over several processes (train.fsdp)" if get_family(family, kind).fsdp_units else ""
 
 
 def out_of_memory(error: BaseException) -> bool:

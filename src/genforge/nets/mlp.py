@@ -1,0 +1,35 @@
+"""Fully connected backbones for rows of a table (and any flat vector): a plain MLP, as TVAE's encoder and
+decoder are, and CTGAN's residual generator block."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """in_dim -> hidden[0] -> ... -> out_dim, ReLU between the layers (none after the last)."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int):
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, out_dim))
+        super().__init__(*layers)
+
+
+class Residual(nn.Module):
+    """CTGAN's generator block: Linear -> BatchNorm -> ReLU, concatenated to its input, so every block sees
+    the latent and everything computed before it."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, out_dim)
+        self.bn = nn.BatchNorm1d(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.relu(self.bn(self.fc(x))), x], dim=1)
