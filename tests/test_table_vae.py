@@ -3,10 +3,9 @@ run from a CSV file to sampled rows with the original header."""
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
+from tabletools import check_sampled_patients, patients_csv
 
 import genforge
 from genforge.data.spec import DataSpec
@@ -88,25 +87,11 @@ def test_table_vae_overfits_a_tiny_table():
 
 
 def test_a_table_run_from_csv_samples_rows_with_the_original_header(tmp_path):
-    path = tmp_path / "patients.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["age", "smoker", "cost"])
-        for i in range(200):
-            writer.writerow([20 + (i * 7) % 50, "yes" if i % 4 == 0 else "no", round(100 + 3.5 * (i % 40), 2)])
     run = tmp_path / "run"
-    result = genforge.train("vae", f"csv:{path}", run, steps=60, batch_size=64, progress=False,
+    result = genforge.train("vae", f"csv:{patients_csv(tmp_path)}", run, steps=60, batch_size=64, progress=False,
                             overrides=["model.latent_dim=8", "model.hidden=[32,32]", "train.sample_every=0"])
     assert result.step == 60
-    model = genforge.load(run, device="cpu")
-    out = tmp_path / "gen"
-    model.save_samples(50, out, seed=0, progress=False)
-    with open(out / "rows.csv", newline="") as f:
-        table = list(csv.reader(f))
-    assert table[0] == ["age", "smoker", "cost"] and len(table) == 51
-    assert {row[1] for row in table[1:]} <= {"yes", "no"}
-    ages = [int(row[0]) for row in table[1:]]
-    assert min(ages) >= 20 and max(ages) <= 69  # integers, within the column's bounds
+    check_sampled_patients(genforge.load(run, device="cpu"), tmp_path / "gen")
 
 
 def test_eval_every_is_refused_before_a_run_folder_is_made_for_data_without_a_scorer(tmp_path):

@@ -60,6 +60,7 @@ def validate_train(config: RunConfig) -> None:
         family_cls.check_activation_checkpointing()
     if config.train.fsdp:
         family_cls.check_fsdp()
+    family_cls.check_training(config.model, config.train)
     from genforge.evaluate.extractors import EXTRACTORS
 
     if config.train.eval_features not in EXTRACTORS:

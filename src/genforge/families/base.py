@@ -85,6 +85,11 @@ class Family(nn.Module, abc.ABC):
             getattr(self, name).checkpointing = on
 
     @classmethod
+    def check_training(cls, model: dict[str, Any], train: Any) -> None:
+        """Refuse train.* settings this family cannot train with under its ``model`` settings (a partial dict:
+        missing keys take the Config's defaults), before anything is prepared or created."""
+
+    @classmethod
     def check_fsdp(cls) -> None:
         if not cls.fsdp_units:
             raise ConfigError(f"train.fsdp shards transformers (family transformer); the {cls.name} family's nets "
