@@ -92,11 +92,3 @@ def test_a_table_run_from_csv_samples_rows_with_the_original_header(tmp_path):
                             overrides=["model.latent_dim=8", "model.hidden=[32,32]", "train.sample_every=0"])
     assert result.step == 60
     check_sampled_patients(genforge.load(run, device="cpu"), tmp_path / "gen")
-
-
-def test_eval_every_is_refused_before_a_run_folder_is_made_for_data_without_a_scorer(tmp_path):
-    path = tmp_path / "t.csv"
-    path.write_text("x,y\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(20)))
-    with pytest.raises(ConfigError, match="table data has no scorer yet"):
-        genforge.train("vae", f"csv:{path}", tmp_path / "run", steps=2, eval_every=1, progress=False)
-    assert not (tmp_path / "run").exists()

@@ -144,6 +144,8 @@ def sample(
     min_p: Optional[float] = typer.Option(None, "--min-p", help="Text runs: drop tokens less likely than min_p times the most likely one, in [0, 1]."),
     repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="Text runs: > 1 makes tokens already in the text less likely (1 = off)."),
     stop: list[str] = typer.Option([], "--stop", help="Text runs: end a sample before this string (repeatable)."),
+    where: list[str] = typer.Option([], "--where", "-w", help="Table runs: only rows with these categories, "
+                                    "COLUMN=VALUE (repeatable, or \"a=x,b=y\"; booleans true/false)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Generate samples from a trained run; one file per sample, plus grid.png for images.
@@ -160,7 +162,8 @@ def sample(
         return
     conditions = {"label": label, "steps": steps, "sampler": sampler, "spacing": spacing, "eta": eta,
                   "guidance": guidance, "truncation": truncation, "max_new_tokens": max_new_tokens, "temperature": temperature,
-                  "top_k": top_k, "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty}
+                  "top_k": top_k, "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty,
+                  "where": where or None}
     conditions = {k: v for k, v in conditions.items() if v is not None}
     out = out or (run / "generated" / f"seed-{seed}")
     streaming = n == 1 and model.offers("stream")

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from genforge.data.spec import TableSpan
-from genforge.errors import DataError
+from genforge.errors import ConfigError, DataError
 from genforge.io import atomic_write_json
 
 FORMAT = "genforge-table-transform/1"
@@ -118,6 +118,35 @@ class TableTransform:
             else:
                 data[col["name"]] = _restore(pd.Series([None] * len(x), dtype=object), col)
         return pd.DataFrame(data, index=pd.RangeIndex(len(x)))
+
+    # ---- conditions ---------------------------------------------------------------------------------
+    def conditionable(self) -> list[str]:
+        """The columns sampling can be conditioned on: categorical and boolean ones with a "category" span."""
+        return [c["name"] for c in self.columns if c["type"] in CATEGORIES and c["code"] == "onehot"]
+
+    def category_index(self, column: str, value: str) -> int:
+        """The position of category ``value`` (as the data writes it: booleans true/false, a missing cell as
+        the empty string) in ``column``'s "category" span; a one-line ConfigError for an unknown column, a
+        column that is not one-hot categorical, or a value the column never held."""
+        col = next((c for c in self.columns if c["name"] == column), None)
+        allowed = ", ".join(self.conditionable()) or "none in this table"
+        if col is None:
+            raise ConfigError(f"unknown column '{column}'; the columns sampling can be conditioned on: {allowed}")
+        if col["type"] not in CATEGORIES:
+            raise ConfigError(f"column '{column}' holds {col['type']} values; only categorical and boolean columns "
+                              f"can be conditioned on: {allowed}")
+        if col["code"] != "onehot":
+            raise ConfigError(f"column '{column}' has {len(col['categories']):,} categories, binary-coded: only "
+                              f"one-hot categorical columns can be conditioned on ({allowed}; data.onehot_max "
+                              f"sets how many categories are one-hot)")
+        texts = [category_text(v) for v in col["categories"]]
+        if value in texts:
+            return texts.index(value)
+        folded = [i for i, t in enumerate(texts) if t.casefold() == value.casefold()]
+        if len(folded) == 1:  # True for true, YES for yes: unambiguous
+            return folded[0]
+        shown = ", ".join(t or "(missing)" for t in texts[:10]) + (", ..." if len(texts) > 10 else "")
+        raise ConfigError(f"column '{column}' has no value '{value}'; its values: {shown}")
 
     # ---- layout and files -------------------------------------------------------------------------
     def spans(self) -> list[TableSpan]:
@@ -344,6 +373,15 @@ def _plain(value, column) -> object:
         raise DataError(f"column '{column}' holds a {type(value).__name__} value ({value!r}); a categorical column "
                         "can hold text, numbers or booleans")
     return value
+
+
+def category_text(value) -> str:
+    """A category as a condition names it: booleans true/false, a missing cell the empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _fit_categories(col: dict, series: pd.Series, onehot_max: int) -> None:

@@ -33,12 +33,13 @@ CAPABILITIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "infill": ("the text between a prefix and a suffix (runs trained with --fim-rate)", ("prefix", "suffix", "seed")),
 }
 
-KINDS = ("int", "float", "str", "bool", "label", "texts")
+KINDS = ("int", "float", "str", "bool", "label", "texts", "pairs")
 
 
 def option(default: Any, kind: str, help: str, range: Range | None = None,
            choices: tuple[str, ...] | None = None) -> Any:
-    """A settings field: ``kind`` is one of KINDS ("label": a class id or name; "texts": one string or a list)."""
+    """A settings field: ``kind`` is one of KINDS ("label": a class id or name; "texts": one string or a list;
+    "pairs": ``column=value`` pairs, see ``parse_pairs``)."""
     assert kind in KINDS, kind
     return field(default=default, metadata={"kind": kind, "help": help, "range": range, "choices": choices})
 
@@ -102,10 +103,63 @@ def _check(f, value: Any) -> None:
     if kind == "texts" and not (isinstance(value, str) or (isinstance(value, (list, tuple))
                                                           and all(isinstance(v, str) for v in value))):
         raise ConfigError(f"{name} must be a string or a list of strings, got {value!r}")
+    if kind == "pairs":
+        parse_pairs(value, name)
     if choices and value not in choices:
         raise ConfigError(f"unknown {name} '{value}'; expected one of: {', '.join(choices)}")
     if valid is not None:
         valid.check(name, value, integer=kind == "int")
+
+
+def parse_pairs(value: Any, name: str = "where") -> tuple[tuple[str, str], ...]:
+    """``column=value`` pairs from a string ("a=x,b=y"), a list of such strings (a repeated CLI option) or a
+    dict {column: value}; a one-line ConfigError for anything else, a piece without "=", an empty column
+    name or a column given twice. A comma followed by a piece without "=" belongs to the value before it, so
+    "city=Paris, France" is one pair. Values of a dict are written as text: booleans as true/false, None as
+    the empty string (a missing cell, as a CSV file writes it)."""
+    if isinstance(value, dict):
+        pairs = [(str(k), _as_text(v)) for k, v in value.items()]
+    elif isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+        pairs = [pair for text in ([value] if isinstance(value, str) else value) for pair in _split_pairs(text, name)]
+    else:
+        raise ConfigError(f"{name} takes column=value pairs (a string \"a=x,b=y\", a list of them or a dict), "
+                          f"got {type(value).__name__}")
+    if not pairs:
+        raise ConfigError(f"{name} is empty; expected column=value pairs such as \"diagnosis=malignant\"")
+    seen: set[str] = set()
+    for column, _ in pairs:
+        if not column:
+            raise ConfigError(f"{name} has a pair without a column name; expected column=value")
+        if column in seen:
+            raise ConfigError(f"{name} gives column '{column}' twice; give each column one value")
+        seen.add(column)
+    return tuple(pairs)
+
+
+def _split_pairs(text: str, name: str) -> list[tuple[str, str]]:
+    pieces: list[str] = []
+    for piece in text.split(","):
+        if not piece.strip():  # "a=x," or "a=x,,b=y": nothing between the commas
+            continue
+        if "=" in piece or not pieces:
+            pieces.append(piece)
+        else:  # a comma inside a value
+            pieces[-1] += "," + piece
+    pairs = []
+    for piece in pieces:
+        if "=" not in piece:
+            raise ConfigError(f"{name} takes column=value pairs such as \"diagnosis=malignant\", got {piece.strip()!r}")
+        column, _, value = piece.partition("=")
+        pairs.append((column.strip(), value.strip()))
+    return pairs
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def offered(table: dict[str, type[Settings]]) -> str:
@@ -214,6 +268,12 @@ class TextDecoding(Settings):
 @dataclass(frozen=True)
 class TextSampling(TextDecoding):
     stop: Any = option(None, "texts", "end a text just before the first of these strings in its continuation")
+
+
+@dataclass(frozen=True)
+class TableSampling(Settings):
+    where: Any = option(None, "pairs", "tables: keep only rows with these categories, column=value pairs "
+                        "(\"a=x,b=y\", a list or a dict); categorical and boolean columns (true/false)")
 
 
 def declare(**table: type[Settings]) -> dict[str, type[Settings]]:

@@ -25,7 +25,10 @@ Frequencies come from each training batch: the table layout (``DataSpec.table``)
 categories, not their counts. Matching real rows are drawn from the batch too, so every condition has one.
 The counts seen over training are kept in a buffer, saved with the weights: ``sample`` draws its conditions
 as often as the training rows held them (a column uniformly, then a category with its empirical frequency),
-so the samples keep the table's category proportions.
+so the samples keep the table's category proportions. ``sample(n, where=[...])`` keeps only rows holding given
+categories (``table_conditions.py``): the conditional vector is the first condition's category for every row
+(CTGAN's own conditional sampling), and rows missing any condition (the generator may still miss) are dropped
+and more drawn.
 
 Every random number of a training step comes from ``genforge.draws``: noise, conditions, the choice of real
 rows, Gumbel noise, dropout masks and the penalty's mixing weights. Two things stay each part's own when a
@@ -47,8 +50,9 @@ from genforge.config import Range, check_ranges
 from genforge.data.spec import DataSpec, TableSpan
 from genforge.errors import ConfigError
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
-from genforge.families.capabilities import Plain, declare
+from genforge.families.capabilities import TableSampling, declare
 from genforge.families.gan_objectives import discriminator_loss, generator_loss, gradient_penalty
+from genforge.families.table_conditions import Condition, category_span, draw_matching
 from genforge.nets.conv import frozen
 from genforge.nets.mlp import Residual
 from genforge.nets.spans import activate, gumbel_activate, spans_of
@@ -171,7 +175,7 @@ class TableGAN(Family):
     name = "gan"
     Config = TableGANConfig
     accepts = ("table",)
-    capabilities = declare(sample=Plain)
+    capabilities = declare(sample=TableSampling)
     train_defaults = {
         "lr": 2e-4,
         "betas": (0.5, 0.9),  # both players, as CTGAN's Adam
@@ -263,21 +267,34 @@ class TableGAN(Family):
             logs["cond"] = cond.detach()
         yield "gen", g_loss, logs
 
-    def sampling_conditions(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    def sampling_conditions(self, n: int, generator: torch.Generator | None,
+                            where: Condition | None = None) -> torch.Tensor:
         """(n, C) conditional vectors as often as the training rows held each category (CTGAN's sample): a
-        column uniformly, then a category with its empirical frequency. Before any training, all alike."""
+        column uniformly, then a category with its empirical frequency. Before any training, all alike.
+        ``where``: that category for every row instead (CTGAN's conditional sampling)."""
         if not self.category_spans:
             return torch.zeros(n, 0, device=self.device)
+        if where is not None:
+            span = category_span(self.category_spans, where)
+            entry = self.offsets[self.category_spans.index(span)] + where.index
+            return self.one_hot(torch.full((n,), entry, dtype=torch.long, device=self.device))
         counts = self.category_counts
         weights = counts if bool(counts.any()) else torch.ones_like(counts)
         u = torch.rand(n, 2, generator=generator, device=self.device)
         return self.one_hot(choose_categories(weights, self.entry_column, len(self.category_spans), u))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, **conditions) -> torch.Tensor:
-        """``n`` encoded rows (n, D): one-hot draws for the groups, tanh for continuous spans."""
+    def sample(self, n: int, generator: torch.Generator | None = None, where: list[Condition] | None = None,
+               **conditions) -> torch.Tensor:
+        """``n`` encoded rows (n, D): one-hot draws for the groups, tanh for continuous spans. ``where``: only
+        rows holding every condition's category, the generator conditioned on the first."""
         self.reject_conditions(self.name, conditions)
         with eval_mode(self):
-            z = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
-            cond = self.sampling_conditions(n, generator)
-            return activate(self.generator(torch.cat([z, cond], dim=1)), self.spans, generator)
+            if not where:
+                return self.draw(n, generator)
+            return draw_matching(lambda k: self.draw(k, generator, where[0]), n, self.spans, where)
+
+    def draw(self, n: int, generator: torch.Generator | None, where: Condition | None = None) -> torch.Tensor:
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+        cond = self.sampling_conditions(n, generator, where)
+        return activate(self.generator(torch.cat([z, cond], dim=1)), self.spans, generator)

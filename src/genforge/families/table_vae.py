@@ -7,7 +7,8 @@ continuous entry, N(x; tanh(out), sigma^2) with one learned sigma per entry (cla
 does), and a categorical on each one-hot group. The loss per row is ``loss_factor`` x reconstruction NLL + KL
 to N(0, I), averaged over the batch. Sampling decodes z ~ N(0, I) and draws each group's category from its
 softmax (TVAE takes the most likely one; drawing keeps rare categories in proportion); continuous entries
-are the Gaussian's mean.
+are the Gaussian's mean. ``sample(n, where=[...])`` keeps only rows holding given categories, by rejection
+(``table_conditions.py``): TVAE has no conditional input.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from genforge import draws
 from genforge.config import Range, check_ranges
 from genforge.data.spec import DataSpec
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
-from genforge.families.capabilities import Plain, declare
+from genforge.families.capabilities import TableSampling, declare
+from genforge.families.table_conditions import Condition, draw_matching
 from genforge.families.vae import kl_divergence_per_dim
 from genforge.nets.mlp import MLP
 from genforge.nets.spans import activate, reconstruction_nll, spans_of
@@ -45,7 +47,7 @@ class TableVAE(Family):
     name = "vae"
     Config = TableVAEConfig
     accepts = ("table",)
-    capabilities = declare(sample=Plain)
+    capabilities = declare(sample=TableSampling)
     train_defaults = {
         "lr": 1e-3,
         "weight_decay": 1e-5,  # TVAE's l2scale
@@ -83,9 +85,15 @@ class TableVAE(Family):
         yield "main", loss, {"recon": recon.mean().detach(), "kl": kl.mean().detach()}
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, **conditions) -> torch.Tensor:
-        """``n`` encoded rows (n, D)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, where: list[Condition] | None = None,
+               **conditions) -> torch.Tensor:
+        """``n`` encoded rows (n, D); ``where``: only rows holding every condition's category."""
         self.reject_conditions(self.name, conditions)
         with eval_mode(self):
-            z = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
-            return activate(self.decoder(z), self.spans, generator)
+            if not where:
+                return self.draw(n, generator)
+            return draw_matching(lambda k: self.draw(k, generator), n, self.spans, where)
+
+    def draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+        return activate(self.decoder(z), self.spans, generator)

@@ -4,7 +4,8 @@ Read and typed once (``data/tables.py``: inferred column types, ``data.columns``
 out), encoded by a reversible transform (``data/table_transform.py``) into float32 rows (N, D) split into train
 and validation rows; the cache entry holds them as .npy files beside the transform (tokenizer.json, the slot a
 run keeps it in too). Families see ``DataSpec(modality="table", shape=(D,), table=layout)``; samples decode to
-one CSV file with the table's header (``data/table_codec.py``). No scorer yet: ``genforge eval`` says so.
+one CSV file with the table's header (``data/table_codec.py``). ``genforge eval`` scores decoded samples against
+the decoded real rows (``evaluate/scorers/table.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class TableModality(Modality):
     name = "table"
     data_kind = "table"
     unit = "row"
+    model_kind = "table"  # runs load as models.TableModel: sampling with where=column=value conditions
     builtin_sources = {
         "breast_cancer": "scikit-learn's Wisconsin breast cancer diagnoses: 569 rows x 31 columns (30 cell "
                          "measurements, diagnosis malignant/benign); health",
@@ -51,7 +53,31 @@ class TableModality(Modality):
         "csv": "csv:PATH (a CSV file with a header row; .tsv tab-separated)",
         "parquet": "parquet:PATH (a Parquet file; needs pyarrow)",
     }
-    report = ReportStyle(title="Tables", columns=(), shows="examples")  # scores come with a table scorer
+    scorer = "genforge.evaluate.scorers.table:TableScorer"
+    default_eval_n = 1000  # synthetic rows `genforge eval` scores
+    training_eval_n = 500
+    report = ReportStyle(
+        title="Tables",
+        # dcr_median and dcr_holdout_median stay in eval.json: neither is better higher, so no column picks a best
+        columns=("quality", "column_shapes", "pair_trends", "detection", "ml_efficacy", "dcr_ratio", "exact_copies"),
+        lower_is_better=frozenset({"exact_copies"}),
+        notes=(
+            "Synthetic rows decoded to a table and compared with the real training rows; all in [0, 1], 1 best, "
+            "unless marked.",
+            "column_shapes: mean over columns of 1 - KS statistic (numbers, datetimes) or 1 - total variation "
+            "distance (categories); pair_trends: mean over column pairs (at most 200 of each kind) of "
+            "1 - |Pearson r real - r synthetic| / 2 or 1 - TV distance of the joint shares; quality: their mean "
+            "(SDMetrics' quality score).",
+            "detection: 1 - (2 max(AUC, 0.5) - 1) of a cross-validated logistic regression telling synthetic rows "
+            "from training rows (1: no better than chance).",
+            "ml_efficacy: macro-F1 on the held-out rows of a random forest trained on the synthetic rows to predict "
+            "the last categorical column; in the real-data row, the same forest trained on the training rows.",
+            "dcr_ratio: median distance (standardised numbers, one-hot categories) from a synthetic row to its "
+            "closest training row, over the same for real held-out rows (near 1 healthy, near 0 copying; above 1 "
+            "is not better); exact_copies: share of synthetic rows equal to a training row (lower is better).",
+        ),
+        shows="examples",
+    )
 
     # ---- sources ----------------------------------------------------------------------------------
     def check_path(self, source: Source) -> None:

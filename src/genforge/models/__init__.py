@@ -3,8 +3,10 @@ of data serve besides). ``genforge.load`` picks the class the run's modality nam
 
 from genforge.models.base import Model
 from genforge.models.images import ImageModel
+from genforge.models.tables import TableModel
 from genforge.models.text import TextModel
 
-MODELS = {"generic": Model, "images": ImageModel, "text": TextModel}  # Modality.model_kind -> class
+# Modality.model_kind -> class
+MODELS = {"generic": Model, "images": ImageModel, "text": TextModel, "table": TableModel}
 
-__all__ = ["Model", "ImageModel", "TextModel", "MODELS"]
+__all__ = ["Model", "ImageModel", "TextModel", "TableModel", "MODELS"]

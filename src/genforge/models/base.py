@@ -126,11 +126,16 @@ class Model:
     def _sample_tensors(self, n: int, seed: int, prompt: str | None, conditions: dict) -> tuple[torch.Tensor, int]:
         if prompt is not None:
             self._not_text()
-        settings = self.settings("sample", **conditions).given()
+        settings = self._family_settings(self.settings("sample", **conditions).given())
         settings.update(self.modality.sample_options(self.spec, self.tokenizer))
         with autocast(self.device, self.amp_dtype):
             out = self.family.sample(n, generator=self._generator(seed), **settings)
         return (out.float() if out.is_floating_point() else out), 0
+
+    def _family_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Checked sample settings as the family takes them: the same here; a class for one kind of data
+        turns what only its data can resolve (a table's category names) into what the family sees."""
+        return settings
 
     def sample(self, n: int = 16, seed: int = 0, prompt: str | None = None, *,
                stop: str | Sequence[str] | None = None, **conditions: Any):

@@ -169,7 +169,7 @@ class Trainer:
                                  fsdp.full_model_state(shadow) if shadow is not None else None,
                                  {name: fsdp.full_optimizer_state(self.family, opt) for name, opt in self.optimizers.items()},
                                  info)
-        else:
+        elif self.dist.main:
             state = TrainerState.of(self.family, shadow, self.optimizers, info)
         if not self.dist.main:
             return

@@ -1,0 +1,67 @@
+"""Tables: ``n`` synthetic rows, decoded by the run's transform to a DataFrame, scored against the real rows
+decoded the same way (``table_metrics.py``): column shapes and pair trends (quality), detection and privacy
+against the training split, ML efficacy on the held-out split. The reference row scores the held-out rows
+exactly like samples (its ML efficacy: the same model trained on the real training rows), so it shows what
+real data gets."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from genforge.errors import ConfigError
+
+EXAMPLE_ROWS = 10  # rows shown in the report's card
+
+
+class TableScorer:
+    uses_features = False
+    sample_batch = 1000  # rows drawn at once
+
+    def __init__(self, evaluator):
+        if evaluator.features_name not in ("auto", "table"):
+            raise ConfigError(f"--features applies to image runs; this is a table run (on {evaluator.data})")
+        self.evaluator = evaluator
+        self.prepared = evaluator.prepared
+        self.transform = self.prepared.tokenizer
+        self.types = {c["name"]: c["type"] for c in self.transform.columns}
+        # decoded once: every evaluation during training reuses them
+        self.train = self.decode(self.prepared.train.rows)
+        self.holdout = self.decode(self.prepared.val.rows)
+
+    @classmethod
+    def extractor_name(cls, features: str, run) -> str:
+        return "table"
+
+    def decode(self, rows) -> pd.DataFrame:
+        from genforge.data.table_codec import TableCodec
+
+        return TableCodec(self.transform).decode(rows)
+
+    def reference_info(self) -> dict:
+        return {"data": self.evaluator.data, "split": "train", "n": len(self.train), "held_out": len(self.holdout),
+                "entry": self.prepared.path.name}
+
+    def extractor_info(self) -> None:
+        return None
+
+    def score(self, family, amp_dtype) -> tuple[dict, dict, list[str]]:
+        from genforge.evaluate.table_metrics import table_scores
+
+        rows, seconds = self.evaluator.draw(family, amp_dtype, self.sample_batch)
+        synth = self.decode(rows)
+        metrics = table_scores(synth, self.train, self.holdout, self.types, seed=self.evaluator.seed)
+        sampling = {"items_per_s": self.evaluator.n / max(seconds, 1e-9), "unit": "row"}
+        return metrics, sampling, [synth.head(EXAMPLE_ROWS).to_csv(index=False)]
+
+    def reference_metrics(self) -> dict | None:
+        """The held-out rows scored like samples; None when there are fewer than two of them."""
+        from genforge.evaluate.table_metrics import ml_efficacy, table_scores, target_column
+
+        if len(self.holdout) < 2:
+            return None
+        seed = self.evaluator.seed
+        metrics = table_scores(self.holdout, self.train, self.holdout, self.types, seed=seed)
+        target = target_column(self.types)
+        if target is not None:  # scored on themselves would be meaningless: the model trained on real rows
+            metrics["ml_efficacy"] = ml_efficacy(self.train, self.holdout, self.types, target, seed)
+        return metrics
