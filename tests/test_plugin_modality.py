@@ -217,7 +217,7 @@ def test_the_command_line_serves_a_registered_modality(points_modality, tmp_path
     kept = json.loads((out / "eval.json").read_text())
     assert list(kept["results"]) == ["points/n=50"]  # filed under its scorer's name
     report = tmp_path / "report.html"
-    proc = run_main("compare", out, "--n-text", "50", "--out", report, "--quiet", "--device", "cpu")
+    proc = run_main("compare", out, "--n", "50", "--out", report, "--quiet", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((out / "eval.json").read_text()) == kept  # the kept score was reused, not made again
     html = report.read_text(encoding="utf-8")

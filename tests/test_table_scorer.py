@@ -162,7 +162,7 @@ def test_cli_compare_writes_a_table_report(table_runs, tmp_path):
     from genforge.evaluate.evaluator import REFERENCE_NAME
 
     report = tmp_path / "report.html"
-    out = runner.invoke(app, ["compare", str(table_runs / "short"), str(table_runs / "long"), "--n-text", "100",
+    out = runner.invoke(app, ["compare", str(table_runs / "short"), str(table_runs / "long"), "--n", "100",
                               "--out", str(report), "--quiet", "--device", "cpu"], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     html = report.read_text(encoding="utf-8")

@@ -246,7 +246,7 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
     """Score what is missing and write the comparison report to ``out``; returns its path.
 
     Each run is scored (or its kept score in eval.json reused, when it was made at the same step, n and
-    extractor) with ``n`` samples per run whose samples are images and ``n_text`` per text run (defaults:
+    extractor) with ``n`` samples per run (images, rows) and ``n_text`` per text run (defaults:
     each modality's ``default_eval_n``), ``likelihood_samples`` per image for likelihood bounds (default:
     each family's reporting default). Results measured alike share a table, with real held-out data as the
     reference row; then sample grids or texts, training curves, speeds and sizes.
@@ -271,7 +271,7 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
     run_features = [features if scorer.uses_features else "auto" for scorer in scorers]  # text has no extractor
     results = []
     for run, modality, scorer, run_feature in zip(opened, modalities, scorers, run_features):
-        chosen = n if scorer.uses_features else n_text  # images (and what decodes to them), or texts
+        chosen = n_text if modality.sized_by_n_text else n  # texts, or images, rows and what decodes to them
         want_n = chosen if chosen is not None else modality.default_eval_n
         result = find_result(run.path, scorer.extractor_name(run_feature, run), want_n)
         if (result is None or result.get("step") != run.model_step()

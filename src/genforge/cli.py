@@ -384,7 +384,7 @@ def eval_run(
 def compare(
     runs: list[Path] = typer.Argument(..., help="Run directories to put side by side."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML report to write (self-contained)."),
-    n: Optional[int] = typer.Option(None, "--n", "-n", help="Samples per image run (default 5000)."),
+    n: Optional[int] = typer.Option(None, "--n", "-n", help="Samples per image run (default 5000) or table run (default 1000)."),
     n_text: Optional[int] = typer.Option(None, "--n-text", help="Samples per text run (default 100)."),
     features: str = typer.Option("auto", "--features", help=FEATURES_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="--features dinov2: DINOv2 weights."),

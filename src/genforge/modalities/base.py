@@ -65,6 +65,7 @@ class Modality(abc.ABC):
     scorer: ClassVar[Any] = None  # the evaluate-layer scorer: a class, or "module:Class"
     scores_as: ClassVar[str | None] = None  # results compare with this modality's (codes are scored as images)
     default_eval_n: ClassVar[int] = 100  # samples `genforge eval` scores
+    sized_by_n_text: ClassVar[bool] = False  # `genforge compare` sizes its runs by --n-text, not --n (text)
     training_eval_n: ClassVar[int] = 50  # samples --eval-every scores
     report: ClassVar[ReportStyle]
 

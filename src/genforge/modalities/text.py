@@ -63,6 +63,7 @@ class TokenStreams(Modality):
 
 class TextModality(TokenStreams):
     name = "text"
+    sized_by_n_text = True
     builtin_sources = {"pycode": "the Python standard library's own source code (~9 MB)"}
     path_forms = {"text": "text:PATH (a text file, or a folder of text files; UTF-8, other bytes kept raw)"}
     model_kind = "text"
