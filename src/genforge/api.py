@@ -27,7 +27,8 @@ def make_config(
     **train: Any,
 ) -> RunConfig:
     """A full run config: TrainConfig defaults, then the family's defaults, then the caller's values."""
-    family_cls = get_family(family, data_kind(family, data))
+    kind = data_kind(family, data)
+    family_cls = get_family(family, kind)
     d: dict[str, Any] = {"family": family, "data": {"source": data}, "train": dict(family_cls.train_defaults),
                          "model": dict(getattr(family_cls, "model_defaults", {}))}
     if steps is not None:
@@ -38,7 +39,7 @@ def make_config(
     check_types(config.train, "train")
     check_types(config.data, "data")
     validate_train(config)
-    complete_model_config(config, data_kind(family, data))
+    complete_model_config(config, kind)
     return config
 
 

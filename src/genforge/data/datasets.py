@@ -10,6 +10,7 @@ which for text is a random window per row. Tensors come back on the CPU.
 
 from __future__ import annotations
 
+import abc
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -31,11 +32,16 @@ class Batches(Protocol):
     def batch(self, batch_size: int, generator: torch.Generator) -> Batch: ...
 
 
-class Dataset:
+class Dataset(abc.ABC):
     """The datasets here: ``step_batch`` is the step's global batch, which a subclass may order its own way."""
 
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """The number of items (text: of windows)."""
+
+    @abc.abstractmethod
     def batch(self, batch_size: int, generator: torch.Generator) -> Batch:
-        raise NotImplementedError
+        """``batch_size`` items drawn with ``generator``."""
 
     def step_batch(self, seed: int, step: int, n: int) -> Batch:
         """Step ``step``'s global batch of ``n`` items: by default ``batch`` with the step's generator."""
@@ -68,8 +74,9 @@ class EpochDataset(Dataset):
     items = "items"
     _order: tuple[int, int, torch.Tensor] | None = None  # (seed, epoch, order): the epoch being read
 
+    @abc.abstractmethod
     def get(self, indices: Indices) -> Batch:
-        raise NotImplementedError
+        """Chosen items in batch form."""
 
     def batch(self, batch_size: int, generator: torch.Generator) -> Batch:
         """``batch_size`` items drawn uniformly with replacement. For looks at the data (feature statistics,

@@ -54,7 +54,7 @@ from genforge.families.capabilities import TableSampling, declare
 from genforge.families.gan_objectives import discriminator_loss, generator_loss, gradient_penalty
 from genforge.families.table_conditions import Condition, category_span, draw_matching
 from genforge.nets.conv import frozen
-from genforge.nets.mlp import Residual
+from genforge.nets.mlp import Residual, check_widths
 from genforge.nets.spans import activate, gumbel_activate, spans_of
 
 GUMBEL_TAU = 0.2  # CTGAN's temperature: near one-hot soft draws that still pass a gradient
@@ -72,7 +72,6 @@ class TableGANConfig:
 
 
 MODEL_RANGES = {"latent_dim": Range(1, 4096), "pac": Range(1, 1000), "gp_weight": Range(0)}
-HIDDEN = Range(1, 65536)  # each hidden width
 
 
 class Generator(nn.Sequential):
@@ -193,9 +192,8 @@ class TableGAN(Family):
     def __init__(self, config: TableGANConfig, spec: DataSpec):
         super().__init__(config, spec)
         check_ranges(config, MODEL_RANGES, "model")
-        for name, widths in (("generator_dim", config.generator_dim), ("discriminator_dim", config.discriminator_dim)):
-            for width in widths:
-                HIDDEN.check(f"model.{name}", width, integer=True)
+        check_widths("model.generator_dim", config.generator_dim)
+        check_widths("model.discriminator_dim", config.discriminator_dim)
         self.spans = spans_of(spec)
         self.category_spans = [s for s in self.spans if s.kind == "category"]
         self.offsets = [sum(s.width for s in self.category_spans[:i]) for i in range(len(self.category_spans))]
@@ -250,9 +248,10 @@ class TableGAN(Family):
         fake = torch.cat([gumbel_activate(logits, self.spans, GUMBEL_TAU), fake_cond], dim=1)
         real = pack(torch.cat([real, real_cond], dim=1), pac)
 
+        fake_packs = pack(fake.detach(), pac)
         real_scores = self.discriminator(real).float()
-        fake_scores = self.discriminator(pack(fake.detach(), pac)).float()
-        penalty = gradient_penalty(self.discriminator, real, pack(fake.detach(), pac))
+        fake_scores = self.discriminator(fake_packs).float()
+        penalty = gradient_penalty(self.discriminator, real, fake_packs)
         d_loss = discriminator_loss("wgan", real_scores, fake_scores) + self.config.gp_weight * penalty
         distance = (real_scores.mean() - fake_scores.mean()).detach()  # the critic's Wasserstein estimate
         yield "disc", d_loss, {"gp": penalty.detach(), "distance": distance}

@@ -26,7 +26,7 @@ from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
 from genforge.families.capabilities import TableSampling, declare
 from genforge.families.table_conditions import Condition, draw_matching
 from genforge.families.vae import kl_divergence_per_dim
-from genforge.nets.mlp import MLP
+from genforge.nets.mlp import MLP, check_widths
 from genforge.nets.spans import activate, reconstruction_nll, spans_of
 
 MIN_SIGMA, MAX_SIGMA = 0.01, 1.0
@@ -40,7 +40,6 @@ class TableVAEConfig:
 
 
 MODEL_RANGES = {"latent_dim": Range(1, 4096), "loss_factor": Range(0, open_low=True)}
-HIDDEN = Range(1, 65536)  # each hidden width
 
 
 class TableVAE(Family):
@@ -60,8 +59,7 @@ class TableVAE(Family):
     def __init__(self, config: TableVAEConfig, spec: DataSpec):
         super().__init__(config, spec)
         check_ranges(config, MODEL_RANGES, "model")
-        for width in config.hidden:
-            HIDDEN.check("model.hidden", width, integer=True)
+        check_widths("model.hidden", config.hidden)
         self.spans = spans_of(spec)
         width = spec.shape[0]
         self.encoder = MLP(width, config.hidden, 2 * config.latent_dim)

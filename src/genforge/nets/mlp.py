@@ -8,6 +8,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from genforge.config import Range
+
+WIDTH = Range(1, 65536)  # a hidden layer's width
+
+
+def check_widths(name: str, widths: Sequence[int]) -> None:
+    """A one-line ConfigError naming ``name`` (e.g. "model.hidden") when a hidden width is not an integer in range."""
+    for width in widths:
+        WIDTH.check(name, width, integer=True)
+
 
 class MLP(nn.Sequential):
     """in_dim -> hidden[0] -> ... -> out_dim, ReLU between the layers (none after the last)."""

@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from genforge.config import TRAIN_CHOICES
 from genforge.errors import ConfigError
 
 
@@ -33,10 +34,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def check_choice(name: str, value: str) -> None:
+    """A one-line ConfigError unless ``value`` is one of train.``name``'s choices (``config.TRAIN_CHOICES``)."""
+    if value not in TRAIN_CHOICES[name]:
+        raise ConfigError(f"unknown train.{name} '{value}'; expected one of: {', '.join(TRAIN_CHOICES[name])}")
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for this device, or None for plain fp32."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"unknown precision '{precision}'; expected auto, bf16 or fp32")
+    check_choice("precision", precision)
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -54,8 +60,7 @@ def use_channels_last(device: torch.device, memory_format: str = "auto") -> bool
     """Whether image batches and convolution weights go NHWC (``train.memory_format``): cuDNN's convolutions
     (and tensor cores) run fastest in that layout; "auto" picks it on CUDA only (on a CPU, nets choose their
     own layout: nets/unet.py)."""
-    if memory_format not in ("auto", "channels_last", "contiguous"):
-        raise ConfigError(f"unknown memory_format '{memory_format}'; expected auto, channels_last or contiguous")
+    check_choice("memory_format", memory_format)
     return memory_format == "channels_last" or (memory_format == "auto" and device.type == "cuda")
 
 
