@@ -18,7 +18,8 @@ from genforge.data.spec import DataSpec
 from genforge.data.table_transform import TableTransform
 from genforge.errors import ConfigError
 from genforge.families.capabilities import TableSampling, parse_pairs
-from genforge.families.table_conditions import MAX_DRAWN, Condition, draw_matching, matching
+from genforge.families.table_conditions import (MAX_DRAWN, Condition, condition_span, condition_values,
+                                                draw_matching, matching)
 from genforge.families.table_gan import TableGAN, TableGANConfig
 from genforge.families.table_vae import TableVAE, TableVAEConfig
 from genforge.nets.spans import spans_of
@@ -54,6 +55,27 @@ def test_only_matching_rows_come_back_and_the_same_seed_gives_the_same_rows(make
     assert x.shape == (300, 7) and categories(x) == ({2}, {1})
     assert torch.equal(x, family.sample(300, generator=torch.Generator().manual_seed(0), where=where))
     assert categories(family.sample(300, generator=torch.Generator().manual_seed(0)))[0] == {0, 1, 2, 3}
+
+
+# a 3-category column and a binary-coded column of 6 categories (3 bits): 6 dims
+CODED = DataSpec(modality="table", shape=(6,), table={"spans": [
+    {"column": "b", "kind": "category", "start": 0, "width": 3},
+    {"column": "many", "kind": "code", "start": 3, "width": 3}], "columns": []})
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TableGAN(TableGANConfig(latent_dim=8, generator_dim=[16], discriminator_dim=[16], pac=1), CODED),
+    lambda: TableVAE(TableVAEConfig(latent_dim=4, hidden=[16]), CODED)])
+def test_a_condition_on_a_binary_coded_column_returns_only_its_category(make):
+    torch.manual_seed(0)
+    family = make()
+    where = [Condition("many", 5, "many=x", count=6), Condition("b", 1)]
+    x = family.sample(100, generator=torch.Generator().manual_seed(0), where=where)
+    assert x.shape == (100, 6) and bool(matching(x, family.spans, where).all())
+    frame = pd.DataFrame({"many": list("abcdef") * 5})
+    transform = TableTransform.fit(frame, {"many": "categorical"}, onehot_max=4)
+    decoded = transform.decode(torch.cat([torch.zeros(100, 0), x[:, 3:]], dim=1).numpy())
+    assert set(decoded["many"]) == {transform.columns[0]["categories"][5]}  # what the transform decodes, too
 
 
 def test_the_gan_conditions_every_row_on_the_first_condition():
@@ -112,14 +134,30 @@ def test_names_resolve_through_the_transform():
                           "ok": [True, False, True, True] * 5, "many": [str(i) for i in range(20)]})
     types = {"x": "numeric", "kind": "categorical", "ok": "boolean", "many": "categorical"}
     transform = TableTransform.fit(frame, types, numeric="quantile", onehot_max=10)
-    assert transform.conditionable() == ["kind", "ok"]
+    assert transform.conditionable() == ["kind", "ok", "many"]
     assert transform.category_index("kind", "b") == 0 and transform.category_index("kind", "c") == 2  # by count
     assert transform.category_index("ok", "true") == 1 and transform.category_index("ok", "True") == 1
-    with pytest.raises(ConfigError, match="only one-hot categorical columns"):
-        transform.category_index("many", "3")
+    assert transform.category_index("many", "3") == 3 and transform.category_count("many") == 20
+    with pytest.raises(ConfigError, match="holds numeric values; only categorical and boolean"):
+        transform.category_index("x", "1.5")
     spans = spans_of(DataSpec("table", (transform.width,), table=transform.layout()))
     x = torch.tensor(transform.encode(frame))
     assert torch.equal(matching(x, spans, [Condition("kind", 2)]), torch.tensor(frame["kind"].eq("c").to_numpy()))
+    # a binary-coded column (20 categories in 5 bits): a row matches when its code decodes to the asked one
+    many = Condition("many", 13, count=20)
+    assert torch.equal(matching(x, spans, [many]), torch.tensor(frame["many"].eq("13").to_numpy()))
+    span = condition_span(spans, many)
+    assert span.kind == "code" and condition_values(span, many).tolist() == [-1, 1, 1, -1, 1]  # 13 = 0b01101
+    assert condition_values(condition_span(spans, Condition("kind", 1)), Condition("kind", 1)).tolist() == [0, 1, 0]
+    noisy = x.clone()
+    noisy[:, span.start:span.stop] *= 0.3  # generated codes are not exact: the nearest valid code decides
+    assert torch.equal(matching(noisy, spans, [many]), matching(x, spans, [many]))
+    invalid = torch.zeros(1, x.shape[1])
+    invalid[0, span.start:span.stop] = torch.tensor([1.0, 1, 1, 1, 1])  # 31, past 19: the nearest valid is 15
+    assert matching(invalid, spans, [Condition("many", 15, count=20)]).item()  # 0b01111: one bit off
+    assert not matching(invalid, spans, [Condition("many", 15)]).item()  # without its count, code 31 is valid
+    with pytest.raises(ConfigError, match="column 'many' has 20 categories; category 20 is not one of them"):
+        matching(x, spans, [Condition("many", 20, count=20)])
 
 
 @pytest.fixture(scope="module")

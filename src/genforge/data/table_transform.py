@@ -121,13 +121,14 @@ class TableTransform:
 
     # ---- conditions ---------------------------------------------------------------------------------
     def conditionable(self) -> list[str]:
-        """The columns sampling can be conditioned on: categorical and boolean ones with a "category" span."""
-        return [c["name"] for c in self.columns if c["type"] in CATEGORIES and c["code"] == "onehot"]
+        """The columns sampling can be conditioned on: the categorical and boolean ones."""
+        return [c["name"] for c in self.columns if c["type"] in CATEGORIES]
 
-    def category_index(self, column: str, value: str) -> int:
-        """The position of category ``value`` (as the data writes it: booleans true/false, a missing cell as
-        the empty string) in ``column``'s "category" span; a one-line ConfigError for an unknown column, a
-        column that is not one-hot categorical, or a value the column never held."""
+    def category_count(self, column: str) -> int:
+        """How many categories ``column`` (a conditionable column) holds."""
+        return len(self._conditionable(column)["categories"])
+
+    def _conditionable(self, column: str) -> dict:
         col = next((c for c in self.columns if c["name"] == column), None)
         allowed = ", ".join(self.conditionable()) or "none in this table"
         if col is None:
@@ -135,10 +136,13 @@ class TableTransform:
         if col["type"] not in CATEGORIES:
             raise ConfigError(f"column '{column}' holds {col['type']} values; only categorical and boolean columns "
                               f"can be conditioned on: {allowed}")
-        if col["code"] != "onehot":
-            raise ConfigError(f"column '{column}' has {len(col['categories']):,} categories, binary-coded: only "
-                              f"one-hot categorical columns can be conditioned on ({allowed}; data.onehot_max "
-                              f"sets how many categories are one-hot)")
+        return col
+
+    def category_index(self, column: str, value: str) -> int:
+        """The index (frequency rank) of category ``value`` (as the data writes it: booleans true/false, a
+        missing cell as the empty string) in ``column``; a one-line ConfigError for an unknown column, a column
+        that is not categorical, or a value the column never held."""
+        col = self._conditionable(column)
         texts = [category_text(v) for v in col["categories"]]
         if value in texts:
             return texts.index(value)

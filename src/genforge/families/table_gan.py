@@ -52,7 +52,7 @@ from genforge.errors import ConfigError
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
 from genforge.families.capabilities import TableSampling, declare
 from genforge.families.gan_objectives import discriminator_loss, generator_loss, gradient_penalty
-from genforge.families.table_conditions import Condition, category_span, draw_matching
+from genforge.families.table_conditions import Condition, condition_span, draw_matching
 from genforge.nets.conv import frozen
 from genforge.nets.mlp import Residual, check_widths
 from genforge.nets.spans import activate, gumbel_activate, spans_of
@@ -274,7 +274,7 @@ class TableGAN(Family):
         if not self.category_spans:
             return torch.zeros(n, 0, device=self.device)
         if where is not None:
-            span = category_span(self.category_spans, where)
+            span = condition_span(self.category_spans, where)
             entry = self.offsets[self.category_spans.index(span)] + where.index
             return self.one_hot(torch.full((n,), entry, dtype=torch.long, device=self.device))
         counts = self.category_counts
@@ -286,12 +286,14 @@ class TableGAN(Family):
     def sample(self, n: int, generator: torch.Generator | None = None, where: list[Condition] | None = None,
                **conditions) -> torch.Tensor:
         """``n`` encoded rows (n, D): one-hot draws for the groups, tanh for continuous spans. ``where``: only
-        rows holding every condition's category, the generator conditioned on the first."""
+        rows holding every condition's category, the generator conditioned on the first that names a one-hot
+        column (a binary-coded column has no entry in the conditional vector)."""
         self.reject_conditions(self.name, conditions)
         with eval_mode(self):
             if not where:
                 return self.draw(n, generator)
-            return draw_matching(lambda k: self.draw(k, generator, where[0]), n, self.spans, where)
+            first = next((c for c in where if condition_span(self.spans, c).kind == "category"), None)
+            return draw_matching(lambda k: self.draw(k, generator, first), n, self.spans, where)
 
     def draw(self, n: int, generator: torch.Generator | None, where: Condition | None = None) -> torch.Tensor:
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)

@@ -20,7 +20,8 @@ class TableModel(Model):
     def conditions(self, where: Any) -> list[Condition]:
         """``where`` (column=value pairs: a string "a=x,b=y", a list of them or a dict) as the family's
         conditions, in the order given (a GAN conditions its generator on the first)."""
-        return [Condition(column, self.tokenizer.category_index(column, value), f"{column}={value}")
+        return [Condition(column, self.tokenizer.category_index(column, value), f"{column}={value}",
+                          self.tokenizer.category_count(column))
                 for column, value in parse_pairs(where)]
 
     def _family_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
