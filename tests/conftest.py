@@ -40,6 +40,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def table_runs(tmp_path_factory):
+    """Two small VAE runs on the patients CSV (tabletools), one trained longer; the first scored during training
+    too. Trained once per test run for every test file that needs a trained table run: test_table_scorer scores
+    them in place (eval.json at n=100), other files copy them before writing into them."""
+    import genforge
+    from tabletools import TINY_TABLE_VAE, patients_csv
+
+    root = tmp_path_factory.mktemp("table-runs")
+    source = f"csv:{patients_csv(root)}"
+    genforge.train("vae", source, root / "short", steps=20, batch_size=64, progress=False, overrides=TINY_TABLE_VAE,
+                   eval_every=10, eval_n=50)
+    genforge.train("vae", source, root / "long", steps=80, batch_size=64, progress=False, overrides=TINY_TABLE_VAE)
+    return root
+
+
 def pytest_collection_modifyitems(config, items):
     """Files with slow tests run first: with the files shared out between workers (``--dist loadfile``), a
     long file that starts last keeps one worker busy while the other has nothing left to do."""

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 HEADER = ["age", "smoker", "cost"]
+TINY_TABLE_VAE = ["model.latent_dim=8", "model.hidden=[32,32]", "train.sample_every=0"]  # trains in a second
 
 
 def patients_csv(folder: Path, rows: int = 200) -> Path:

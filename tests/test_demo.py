@@ -1,10 +1,20 @@
-"""`genforge demo` end to end: four families trained, sampled, scored and compared in one folder."""
+"""`genforge demo` end to end: four families and a table run trained, sampled, scored and compared in one folder."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+
+
+def test_the_plan_shares_the_whole_budget_between_distinct_runs():
+    from genforge.demo import PLAN
+
+    assert sum(part.share for part in PLAN) == pytest.approx(1.0)
+    names = [part.run_name for part in PLAN]
+    assert len(set(names)) == len(names) and "table-vae" in names
+    assert {part.shows for part in PLAN} == {"grid", "code", "rows"}
 
 
 @pytest.mark.slow
@@ -14,32 +24,49 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
     written per family and code samples of 96 tokens. It runs in this process (``run_main``) so that what the
     command line does not expose can be made small too: scored texts of 64 tokens, the diffusion likelihood
     bound on 2 timesteps an image and the classifier extractor trained for 60 steps (the demo's defaults,
-    256 tokens, 32 timesteps and 600 steps, cost minutes on a CPU and check nothing more)."""
+    256 tokens, 32 timesteps and 600 steps, cost minutes on a CPU and check nothing more). The table run
+    prepares breast_cancer with quantile numbers rather than TVAE's mixture fits (9 s for 30 columns on one core),
+    and its figures show the first 4 columns (the demo's 16 panels and 31 x 31 heat map are drawn the same way,
+    slower)."""
+    import genforge.demo as demo
     import genforge.evaluate.evaluator as evaluator
     import genforge.evaluate.extractors as extractors
     import genforge.evaluate.scorers.text as text_scorer
+    import genforge.evaluate.table_plots as table_plots
     from clitools import run_main
 
     monkeypatch.setattr(text_scorer, "TEXT_SAMPLE_TOKENS", 64)
     monkeypatch.setattr(evaluator, "QUICK_LIKELIHOOD_SAMPLES", 2)
     monkeypatch.setattr(extractors, "TRAIN_STEPS", 60)  # the classifier is trained as in the demo, for fewer steps
+    monkeypatch.setattr(demo, "PLAN", tuple(replace(part, overrides=(*part.overrides, "data.numeric=quantile"))
+                                            if part.shows == "rows" else part for part in demo.PLAN))
+    monkeypatch.setattr(table_plots, "MAX_COLUMNS", 4)
+    monkeypatch.setattr(table_plots, "MAX_MATRIX_COLUMNS", 4)
     out = tmp_path / "demo"
     proc = run_main("demo", "--out", out, "--minutes", "0.1", "--eval-n", "10", "--eval-n-text", "8", "--samples", "16",
                     "--code-tokens", "96", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"summary: {out / 'summary.md'}" in proc.stdout
     summary = (out / "summary.md").read_text()
-    for family in ("diffusion", "gan", "vae", "transformer"):
-        assert family in summary
-        assert (out / "runs" / family / "model.safetensors").is_file()
+    for name in ("diffusion", "gan", "vae", "transformer", "table-vae"):
+        assert name in summary
+        assert (out / "runs" / name / "model.safetensors").is_file()
     for family in ("diffusion", "gan", "vae"):
         assert (out / f"{family}.png").stat().st_size > 1000
     code = (out / "code_samples.txt").read_text()
     assert len(code) > 200
     # every run scored, side by side in one self-contained page with the real-data reference rows
     report = (out / "report.html").read_text()
-    assert report.count("real data (held-out)") >= 2  # the image table and the text table
+    assert report.count("real data (held-out)") >= 3  # the image table, the text table and the table table
     assert report.count('class="grid"') >= 3 and "http://" not in report and "https://" not in report
+    # the table run: 1,000 rows written, its scores, and its column histograms and heat map in its card
+    assert len((out / "samples" / "table-vae" / "rows.csv").read_text().splitlines()) == 1001
+    assert "Tables: 10 samples" in report and report.count('<img class="figure"') == 2
+    table_result = json.loads((out / "runs" / "table-vae" / "eval.json").read_text())["results"]["table/n=10"]
+    for figure in table_result["figures"]:
+        assert (out / "runs" / "table-vae" / figure["file"]).is_file()
+        assert f"](runs/table-vae/{figure['file']})" in summary  # shown in summary.md too
+    assert "quality " in summary and "```csv" in summary
     for family in ("diffusion", "gan", "vae"):
         assert json.loads((out / "runs" / family / "eval.json").read_text())["results"]["classifier/n=10"]["n"] == 10
     assert json.loads((out / "runs" / "transformer" / "eval.json").read_text())["results"]["text/n=8"]["n"] == 8

@@ -9,15 +9,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from tabletools import patients_csv
 from typer.testing import CliRunner
 
-import genforge
 from genforge.evaluate import table_metrics as tm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
-TINY_VAE = ["model.latent_dim=8", "model.hidden=[32,32]", "train.sample_every=0"]
 TABLE_METRICS = {"quality", "column_shapes", "pair_trends", "detection", "ml_efficacy", "dcr_median",
                  "dcr_holdout_median", "dcr_ratio", "exact_copies"}
 
@@ -118,18 +115,7 @@ def test_a_one_column_table_without_categories_gives_the_scores_it_can():
     assert scores["quality"] == scores["column_shapes"] and all(np.isfinite(list(scores.values())))
 
 
-# ---- on runs ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def table_runs(tmp_path_factory):
-    """Two small VAE runs on the patients CSV, one trained longer; the first scored during training too."""
-    root = tmp_path_factory.mktemp("table-runs")
-    source = f"csv:{patients_csv(root)}"
-    genforge.train("vae", source, root / "short", steps=20, batch_size=64, progress=False, overrides=TINY_VAE,
-                   eval_every=10, eval_n=50)
-    genforge.train("vae", source, root / "long", steps=80, batch_size=64, progress=False, overrides=TINY_VAE)
-    return root
-
-
+# ---- on runs (``table_runs``: conftest.py) --------------------------------------------------------------
 def test_eval_every_logs_table_scores(table_runs):
     records = [json.loads(line) for line in (table_runs / "short" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "eval/quality" in r]

@@ -38,7 +38,7 @@ def test_the_vae_on_table_data_is_tvae_and_on_images_the_image_vae():
     assert get_family("vae", "table") is TableVAE and get_family("vae", "image").__name__ == "VAE"
     assert get_family("vae") is get_family("vae", "image")
     with pytest.raises(ConfigError, match="does not handle"):
-        get_family("diffusion", "table").check_accepts(SPEC, "rows")
+        get_family("vqvae", "table").check_accepts(SPEC, "rows")
 
 
 def test_spans_are_checked_to_tile_the_row():

@@ -465,12 +465,14 @@ def test_model_defaults_are_the_modern_options():
     Transformer(TransformerConfig(**Transformer.model_defaults), DataSpec("text", (BLOCK,), vocab_size=VOCAB))
 
 
-def test_new_runs_start_from_model_defaults():
+def test_new_runs_start_from_model_defaults(tmp_path):
     from genforge.api import make_config
 
-    config = make_config("transformer", "text:unused.txt")
+    text = tmp_path / "some.txt"  # the family's class depends on the kind of data: the source is read for it
+    text.write_text("hello")
+    config = make_config("transformer", f"text:{text}")
     assert {k: config.model[k] for k in ("pos", "norm", "mlp")} == Transformer.model_defaults
-    overridden = make_config("transformer", "text:unused.txt", overrides=["model.pos=learned"])
+    overridden = make_config("transformer", f"text:{text}", overrides=["model.pos=learned"])
     assert overridden.model["pos"] == "learned"
 
 

@@ -213,13 +213,14 @@ def evaluate(run: str | Path | Model, *, n: int | None = None, features: str = "
              seed: int = 0, device: str = "auto", progress: bool = True, save: bool = True,
              reference: bool = False, likelihood_samples: int | None = None) -> dict:
     """Evaluate a trained run (a run directory, or a loaded ``Model``); the result is also written to the
-    run's eval.json when ``save``. With ``reference``, the real-data floor is attached as
-    ``result["reference_result"]``.
+    run's eval.json when ``save``, with the figures its modality's report shows (table runs: column histograms
+    and the pair-trend heat map) as PNG files in ``RUN/eval_figures/``, listed in ``result["figures"]``. With
+    ``reference``, the real-data floor is attached as ``result["reference_result"]``.
 
     ``genforge.evaluate("runs/gan", n=1000)["metrics"]["fd"]``
     """
     from genforge.evaluate.evaluator import Evaluator
-    from genforge.evaluate.results import save_result
+    from genforge.evaluate.results import save_figures, save_result
     from genforge.modalities import modality_of, prepare
 
     if isinstance(run, Model):  # a loaded Model: its run, weights, device and precision
@@ -231,11 +232,14 @@ def evaluate(run: str | Path | Model, *, n: int | None = None, features: str = "
         family, amp_dtype = opened.load_family(target), autocast_dtype(target, opened.config.train.precision)
     prepared = prepare(opened.config.data.source, opened.config.data, progress=progress)
     evaluator = Evaluator(prepared, data=opened.config.data.source, features=features, weights=weights, n=n,
-                          seed=seed, device=target, progress=progress, likelihood_samples=likelihood_samples)
-    result = evaluator.result(opened, evaluator(family, amp_dtype))
+                          seed=seed, device=target, progress=progress, likelihood_samples=likelihood_samples,
+                          figures=save)
+    scores = evaluator(family, amp_dtype)
+    result = evaluator.result(opened, scores)
     if reference:
         result["reference_result"] = evaluator.reference_result(opened)
     if save:
+        result["figures"] = save_figures(opened.path, result, scores["figures"])
         save_result(opened.path, result)
     return result
 
@@ -255,7 +259,7 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
     from genforge.evaluate.compare import metrics_table, report_run
     from genforge.evaluate.evaluator import Evaluator
     from genforge.evaluate.report import write_report
-    from genforge.evaluate.results import check_comparable, find_result
+    from genforge.evaluate.results import check_comparable, find_result, has_figures
     from genforge.evaluate.scorers import scorer_class
     from genforge.modalities import get_modality, modality_of, prepare
 
@@ -276,7 +280,8 @@ def compare(runs: Sequence[str | Path], out: str | Path, *, n: int | None = None
         want_n = chosen if chosen is not None else modality.default_eval_n
         result = find_result(run.path, scorer.extractor_name(run_feature, run), want_n)
         if (result is None or result.get("step") != run.model_step()
-                or result.get("likelihood_samples", likelihood_samples) != likelihood_samples):
+                or result.get("likelihood_samples", likelihood_samples) != likelihood_samples
+                or (modality.report.figures and not has_figures(run.path, result))):  # kept before figures, or lost
             log(f"evaluating {run.path} ({want_n} samples)")
             result = evaluate(run.path, n=want_n, features=run_feature, weights=weights, seed=seed,
                               device=device, progress=progress, likelihood_samples=likelihood_samples)

@@ -138,14 +138,17 @@ def sample(
     truncation: Optional[float] = typer.Option(None, "--truncation", help="GAN: pull latents toward the mean, psi in [0, 1] (1 = off)."),
     interpolate: Optional[str] = typer.Option(None, "--interpolate", help="GAN: SEED,SEED (a strip of -n images) or 4 seeds (an n x n grid) to walk between."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Text runs: tokens to generate."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Text runs: sampling temperature."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Text runs and table transformer runs: sampling temperature."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Text runs: keep only the k most likely tokens."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Text runs: keep the most likely tokens whose probabilities add up to p, in (0, 1]."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Text runs and table transformer runs: keep the most likely tokens whose probabilities add up to p, in (0, 1]."),
     min_p: Optional[float] = typer.Option(None, "--min-p", help="Text runs: drop tokens less likely than min_p times the most likely one, in [0, 1]."),
     repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="Text runs: > 1 makes tokens already in the text less likely (1 = off)."),
     stop: list[str] = typer.Option([], "--stop", help="Text runs: end a sample before this string (repeatable)."),
     where: list[str] = typer.Option([], "--where", "-w", help="Table runs: only rows with these categories, "
                                     "COLUMN=VALUE (repeatable, or \"a=x,b=y\"; booleans true/false)."),
+    constraint: list[str] = typer.Option([], "--constraint", help="Table runs: only rows meeting this constraint, "
+                                         "on top of the run's own (repeatable): \"age >= 30\", \"low <= high\", "
+                                         "\"total = a + b\"."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Generate samples from a trained run; one file per sample, plus grid.png for images.
@@ -163,7 +166,7 @@ def sample(
     conditions = {"label": label, "steps": steps, "sampler": sampler, "spacing": spacing, "eta": eta,
                   "guidance": guidance, "truncation": truncation, "max_new_tokens": max_new_tokens, "temperature": temperature,
                   "top_k": top_k, "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty,
-                  "where": where or None}
+                  "where": where or None, "constraints": constraint or None}
     conditions = {k: v for k, v in conditions.items() if v is not None}
     out = out or (run / "generated" / f"seed-{seed}")
     streaming = n == 1 and model.offers("stream")
@@ -272,6 +275,7 @@ def info(
         ("data", f"{spec['source']} ({spec['modality']} data; samples are {spec['writes']} files)"),
         ("data shape", " x ".join(map(str, spec["shape"])) + (f" (vocab {spec['vocab_size']})" if spec["vocab_size"] else "")),
         ("classes", str(spec["num_classes"] or "none")),
+        *([("constraints", "; ".join(c["text"] for c in spec["constraints"]))] if spec.get("constraints") else []),
         ("parameters", f"{about['parameters']:,}"),
         ("steps trained", f"{'?' if about['step'] is None else about['step']} of {about['config']['train']['steps']}"),
     ]
@@ -357,7 +361,7 @@ def eval_run(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Score a run's samples against real data; prints a table and writes RUN/eval.json."""
+    """Score a run's samples against real data; prints a table and writes RUN/eval.json (table runs: figures too)."""
     from genforge.api import evaluate
     from genforge.evaluate.results import describe
 
@@ -378,6 +382,8 @@ def eval_run(
     if reference and floor is None:
         typer.echo(f"(no real-data row: the held-out split is too small to give {result['n']} real items; use a smaller --n)")
     typer.echo(f"wrote {run / 'eval.json'}")
+    for figure in result.get("figures", []):  # table runs: column histograms, pair-trend heat map
+        typer.echo(f"wrote {run / figure['file']}")
 
 
 @app.command()
@@ -404,15 +410,15 @@ def compare(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", "-o", help="Folder for the runs, samples and summary."),
-    minutes: float = typer.Option(10.0, "--minutes", help="Total training budget for the four families."),
+    minutes: float = typer.Option(10.0, "--minutes", help="Total training budget for the four families and the table run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
-    eval_n: int = typer.Option(500, "--eval-n", help="Images sampled per image family for the report's scores."),
+    eval_n: int = typer.Option(500, "--eval-n", help="Images sampled per image family, and rows for the table run, for the report's scores."),
     eval_n_text: int = typer.Option(100, "--eval-n-text", help="Texts sampled for the transformer's scores."),
     samples: int = typer.Option(64, "--samples", help="Images written per image family (and shown in its grid)."),
     code_tokens: int = typer.Option(320, "--code-tokens", help="Tokens of each of the 8 code samples the summary shows."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """The main job: train all four families briefly on built-in data, score them, write report.html."""
+    """The main job: train all four families briefly on built-in data (and the VAE on a table), score them, write report.html."""
     from genforge.demo import run_demo
 
     summary = run_demo(out, minutes=minutes, overwrite=overwrite, progress=not quiet, log=typer.echo, eval_n=eval_n,

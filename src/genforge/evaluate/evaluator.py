@@ -32,7 +32,7 @@ class Evaluator:
 
     def __init__(self, prepared, *, data: str = "", features: str = "auto", weights: str | Path | None = None,
                  n: int | None = None, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
-                 likelihood_samples: int | None = None):
+                 likelihood_samples: int | None = None, figures: bool = False):
         self.prepared = prepared
         self.data = data or prepared.manifest.get("source", "")
         if likelihood_samples is not None:
@@ -40,6 +40,8 @@ class Evaluator:
         # Monte-Carlo samples per image for the likelihood bound (VAE: importance samples; diffusion:
         # timesteps); None: the family's reporting default (1,000 and 32)
         self.likelihood_samples = likelihood_samples
+        # draw the figures the modality's report shows (ReportStyle.figures): `genforge eval`, not --eval-every
+        self.figures = figures
         self.modality = get_modality(prepared.spec.modality)
         self.n = self.modality.default_eval_n if n is None else check_count(
             n, "the number of samples to score (--n)", MAX_EVAL_N, low=2)
@@ -61,11 +63,14 @@ class Evaluator:
 
     # ---- evaluating a family --------------------------------------------------------------------
     def __call__(self, family, amp_dtype=None) -> dict:
-        """Score ``family`` (its sampling weights): {"metrics", "sampling", "examples", "seconds"}."""
+        """Score ``family`` (its sampling weights): {"metrics", "sampling", "examples", "seconds", "figures"}, the
+        figures (``evaluate.figures.Figure``) only when asked for and the modality's report shows some."""
         start = time.perf_counter()
         metrics, sampling, examples = self.scorer.score(family, amp_dtype)
-        return {"metrics": metrics, "sampling": sampling, "examples": list(examples)[:4],
-                "seconds": time.perf_counter() - start}
+        seconds = time.perf_counter() - start
+        figures = self.scorer.figures() if self.figures and self.modality.report.figures else []
+        return {"metrics": metrics, "sampling": sampling, "examples": list(examples)[:4], "seconds": seconds,
+                "figures": figures}
 
     def draw(self, family, amp_dtype, batch: int, **options) -> tuple[torch.Tensor, float]:
         """``n`` samples in seeded batches (batch i uses seed (seed, i)), and the seconds it took."""

@@ -1,5 +1,5 @@
 """One self-contained HTML page that puts runs side by side: metrics tables, an overview, a card per run
-(sample grid or generated texts) and training curves.
+(sample grid or generated texts, and the figures its evaluation drew) and training curves.
 
 Everything is inline: images are base64 ``data:`` URIs, CSS sits in a ``<style>`` element, there is no
 JavaScript, and a Content-Security-Policy forbids loading anything else, so the page can be mailed or
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import os
 import struct
@@ -43,6 +42,8 @@ class ReportRun:
     grid_png: bytes | None = None  # image runs: PNG bytes of a sample grid
     text_samples: list[str] = field(default_factory=list)  # text runs: a few generated texts
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # {"main/loss": [(25, 0.9), ...]}
+    # (caption, PNG bytes) drawn by the run's evaluation (a table run's column histograms, ...), shown in its card
+    figures: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -229,10 +230,18 @@ def _card(r: ReportRun) -> str:
         body = "".join(parts)
     else:
         body = '<p class="muted">no samples</p>'
+    figures = "".join(
+        f'<figure>{_img(png, "figure", caption)}<figcaption>{_esc(caption)}</figcaption></figure>'
+        for caption, png in r.figures
+    )
+    # a card with figures spans the row: small multiples and heat maps need the width to be read
+    cls = "card wide" if figures else "card"
     return (
-        '<article class="card">'
+        f'<article class="{cls}">'
         f"<header><h3>{_esc(r.name)}</h3>{_family_badge(r.family)}</header>"
-        f"{facts}{body}</article>"
+        f"{facts}{body}"
+        + (f'<div class="figures">{figures}</div>' if figures else "")
+        + "</article>"
     )
 
 
@@ -255,20 +264,13 @@ def _curve_figures(runs: list[ReportRun]) -> list[tuple[str, bytes]]:
     with_curves = [r for r in runs if any(_clean(p)[0] for p in r.curves.values())]
     if not with_curves:
         return []
-    import matplotlib
+    from genforge.evaluate.figures import png_bytes as save
+    from genforge.evaluate.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     colors = plt.get_cmap("tab10").colors
     run_color = {id(r): colors[i % len(colors)] for i, r in enumerate(runs)}
     figures: list[tuple[str, bytes]] = []
-
-    def save(fig) -> bytes:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})  # no URL in the PNG
-        plt.close(fig)
-        return buf.getvalue()
 
     style = {"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7, "axes.grid": True, "grid.alpha": 0.3}
     with plt.rc_context(style):
@@ -341,6 +343,7 @@ ul.notes { margin: 6px 0 0; padding-left: 18px; color: var(--muted); font-size: 
 .badge { display: inline-block; color: #fff; border-radius: 10px; padding: 0 8px; font-size: 12px; line-height: 19px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 16px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 14px; min-width: 0; }
+.card.wide { grid-column: 1 / -1; }
 .card header { display: flex; align-items: center; justify-content: space-between; gap: 8px; margin-bottom: 6px; }
 .card header h3 { margin: 0; overflow-wrap: anywhere; }
 .card dl { display: grid; grid-template-columns: auto 1fr; gap: 1px 10px; margin: 0 0 10px; font-size: 12.5px; }
@@ -355,6 +358,10 @@ pre.sample { white-space: pre-wrap; overflow-wrap: anywhere; max-height: 220px; 
 .curves figure { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 8px; max-width: 100%; }
 .curves figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
 img.curve { display: block; max-width: 100%; height: auto; }
+.figures { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 10px; align-items: flex-start; }
+.figures figure { max-width: 100%; }
+.figures figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; max-width: 720px; }
+img.figure { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); }
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
 """
 

@@ -12,7 +12,10 @@ A result is a plain JSON-able dict:
 Scores depend on the number of samples, the reference data and the feature extractor (FD is biased by
 n; features from two extractors live in different spaces), so results that differ in any of these are
 refused side by side rather than silently compared. A run keeps its latest result per extractor and n
-in ``RUN/eval.json``.
+in ``RUN/eval.json``, and the figures that result's evaluation drew (table runs: column histograms and the
+pair-trend heat map) as PNG files in ``RUN/eval_figures/SCORER-nN/``, listed in the result:
+
+    "figures": [{"file": "eval_figures/table-n1000/columns.png", "caption": "Columns, real vs synthetic: ..."}]
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from genforge.io import atomic_write_json
 
 FORMAT = "genforge-eval-1"
 EVAL_FILE = "eval.json"
+FIGURES_DIR = "eval_figures"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def new_result(run, *, n: int, seed: int, reference: dict, extractor: dict | None, metrics: dict,
@@ -105,6 +110,50 @@ def save_result(run_path: str | Path, result: dict) -> Path:
     path = Path(run_path) / EVAL_FILE
     atomic_write_json(path, {"format": FORMAT, "latest": result_key(stored), "results": results})
     return path
+
+
+def figures_folder(result: dict) -> str:
+    """Where a result's figures are kept, relative to the run: one folder per entry of eval.json."""
+    return f"{FIGURES_DIR}/{scored_by(result)}-n{result['n']}"
+
+
+def save_figures(run_path: str | Path, result: dict, figures: list) -> list[dict]:
+    """Write ``figures`` (``evaluate.figures.Figure``) as PNG files in the result's folder, atomically, removing
+    the PNGs an earlier evaluation left there; returns the entries the result lists them by."""
+    from genforge.io import atomic_write_bytes
+
+    folder = figures_folder(result)
+    entries = [{"file": f"{folder}/{figure.name}.png", "caption": figure.caption} for figure in figures]
+    for figure, entry in zip(figures, entries):
+        atomic_write_bytes(Path(run_path) / entry["file"], figure.png)
+    kept = {Path(e["file"]).name for e in entries}
+    for stale in (Path(run_path) / folder).glob("*.png"):
+        if stale.name not in kept:
+            stale.unlink(missing_ok=True)
+    return entries
+
+
+def load_figures(run_path: str | Path, result: dict) -> list[tuple[str, bytes]]:
+    """(caption, PNG bytes) of the figures a result lists that are still there. Only PNG files inside the run's
+    figures folder are read: an eval.json is data, not a licence to put any file of the machine in a report."""
+    root = (Path(run_path) / FIGURES_DIR).resolve()
+    out = []
+    for entry in result.get("figures") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            continue
+        path = (Path(run_path) / entry["file"]).resolve()
+        if path.suffix != ".png" or not path.is_relative_to(root) or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if data.startswith(PNG_SIGNATURE):
+            out.append((str(entry.get("caption", "")), data))
+    return out
+
+
+def has_figures(run_path: str | Path, result: dict) -> bool:
+    """Whether every figure a result lists is still there (False for results kept before figures were drawn)."""
+    listed = result.get("figures")
+    return isinstance(listed, list) and len(load_figures(run_path, result)) == len(listed)
 
 
 def find_result(run_path: str | Path, extractor: str, n: int | None) -> dict | None:

@@ -92,6 +92,22 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def correlation_gap(real_a: np.ndarray, real_b: np.ndarray, synth_a: np.ndarray, synth_b: np.ndarray) -> float:
+    """r_real - r_synth of a number pair: NaN when the pair is constant in the real rows (no trend to keep); a
+    synthetic pair that is constant counts as uncorrelated."""
+    r_real = correlation(real_a, real_b)
+    if np.isnan(r_real):
+        return float("nan")
+    return float(r_real - np.nan_to_num(correlation(synth_a, synth_b)))
+
+
+def joint_share_gap(real: pd.DataFrame, synth: pd.DataFrame, a: str, b: str) -> float:
+    """The total variation distance between the joint value shares of category columns ``a`` and ``b``."""
+    joint_real = as_labels(real[a]) + "\x1f" + as_labels(real[b])
+    joint_synth = as_labels(synth[a]) + "\x1f" + as_labels(synth[b])
+    return total_variation(joint_real, joint_synth)
+
+
 def pair_trend_scores(real: pd.DataFrame, synth: pd.DataFrame, types: dict[str, str]) -> dict[str, float]:
     """"a / b" -> 1 - |r_real - r_synth| / 2 (number pairs) or 1 - TV of the joint shares (category pairs).
     A pair constant in the real rows has no trend to keep and is left out; a synthetic pair that is constant
@@ -100,16 +116,12 @@ def pair_trend_scores(real: pd.DataFrame, synth: pd.DataFrame, types: dict[str, 
     numbers = [c for c, k in types.items() if k in NUMBERS]
     values = {c: (as_numbers(real[c]), as_numbers(synth[c])) for c in numbers}
     for a, b in chosen_pairs(numbers):
-        r_real = correlation(values[a][0], values[b][0])
-        if np.isnan(r_real):
-            continue
-        r_synth = np.nan_to_num(correlation(values[a][1], values[b][1]))
-        scores[f"{a} / {b}"] = 1.0 - abs(r_real - r_synth) / 2
+        gap = correlation_gap(values[a][0], values[b][0], values[a][1], values[b][1])
+        if not np.isnan(gap):
+            scores[f"{a} / {b}"] = 1.0 - abs(gap) / 2
     categories = [c for c, k in types.items() if k in CATEGORIES]
     for a, b in chosen_pairs(categories):
-        joint_real = as_labels(real[a]) + "\x1f" + as_labels(real[b])
-        joint_synth = as_labels(synth[a]) + "\x1f" + as_labels(synth[b])
-        scores[f"{a} / {b}"] = 1.0 - total_variation(joint_real, joint_synth)
+        scores[f"{a} / {b}"] = 1.0 - joint_share_gap(real, synth, a, b)
     return scores
 
 

@@ -18,7 +18,9 @@ FAMILIES: dict[str, str] = {
 # (family name, DataSpec.kind) -> "module:Class": the family on that kind of data, where it is a class of its own
 VARIANTS: dict[tuple[str, str], str] = {
     ("vae", "table"): "genforge.families.table_vae:TableVAE",
+    ("transformer", "table"): "genforge.families.table_transformer:TableTransformer",
     ("gan", "table"): "genforge.families.table_gan:TableGAN",
+    ("diffusion", "table"): "genforge.families.table_diffusion:TableDiffusion",
 }
 
 

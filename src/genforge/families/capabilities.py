@@ -276,6 +276,26 @@ class TableSampling(Settings):
                         "(\"a=x,b=y\", a list or a dict); categorical and boolean columns (true/false)")
 
 
+@dataclass(frozen=True)
+class TableDiffusionSampling(TableSampling):
+    """Table sampling, plus the number of reverse steps (``genforge sample --steps``)."""
+
+    steps: int | None = option(None, "int", "table diffusion: reverse steps (default: the run's model.sample_steps, "
+                               "at most its timesteps)", Range(1))
+
+
+@dataclass(frozen=True)
+class TableTokenSampling(TableSampling):
+    """Tables drawn token by token (the transformer on tables): each token's draw takes decoding controls."""
+
+    temperature: float | None = option(None, "float", "table transformer: below 1 each column's likeliest values "
+                                       "more often, 0 always the likeliest (default 1: as learnt)",
+                                       Range(0, hint="0 means greedy"))
+    top_p: float | None = option(None, "float", "table transformer: draw each token among its likeliest "
+                                 "choices whose probabilities reach p (1: off)",
+                                 Range(0, 1, open_low=True, hint="1 keeps every choice"))
+
+
 def declare(**table: type[Settings]) -> dict[str, type[Settings]]:
     """A family's capability table, checked: known capability names, settings classes."""
     for name, settings in table.items():

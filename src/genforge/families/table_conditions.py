@@ -7,13 +7,15 @@ the index's binary code, where a row matches when its code decodes (to the neare
 transform decodes it) to the asked index. ``condition_values`` gives the span's encoded values for a condition,
 for families that place a condition into a row rather than reject rows. ``draw_matching`` draws batches and keeps matching rows until
 it has ``n``, within a bound: a condition the model (almost) never produces is one line, not an endless loop.
+The bounded rounds themselves (``draw_kept``) take any keep-predicate: a table run's constraints
+(``data/table_constraints.py``) reject decoded rows through them too.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 
@@ -96,26 +98,39 @@ def matching(rows: torch.Tensor, spans: Sequence[TableSpan], conditions: Sequenc
 def draw_matching(draw: Callable[[int], torch.Tensor], n: int, spans: Sequence[TableSpan],
                   conditions: Sequence[Condition]) -> torch.Tensor:
     """``n`` rows from ``draw(k)`` (k fresh encoded rows each call) that match every condition, in the order
-    drawn. Rounds are sized from the share matched so far, so a common condition takes one or two rounds; after
-    ``MAX_DRAWN`` x n rows without n matches, a one-line ConfigError says how many matched. Deterministic when
-    ``draw`` is (round sizes depend only on what was drawn)."""
+    drawn, within ``draw_kept``'s bound. Deterministic when ``draw`` is."""
     for condition in conditions:
         condition_span(spans, condition)  # a bad condition fails before anything is drawn
+    what = " and ".join(c.describe() for c in conditions)
+    parts = draw_kept(draw, n, lambda rows: rows[matching(rows, spans, conditions)],
+                      lambda found, drawn: f"only {found:,} of {drawn:,} rows drawn matched {what}; the condition "
+                                           "is too rare")
+    return torch.cat(parts)[:n]
+
+
+Rows = TypeVar("Rows")  # a batch of rows with a len(): encoded (a tensor) or decoded (a DataFrame)
+
+
+def draw_kept(draw: Callable[[int], Rows], n: int, keep: Callable[[Rows], Rows],
+              too_rare: Callable[[int, int], str]) -> list[Rows]:
+    """Batches of rows from ``draw(k)`` (k fresh rows each call: encoded rows, or decoded tables) passed through
+    ``keep`` (the rows it lets through), in the order drawn, until they hold at least ``n`` rows (one empty draw
+    when ``n`` is 0). Rounds are sized from the share kept so far, so a common condition takes one or two rounds;
+    after ``MAX_DRAWN`` x n rows without n kept, a one-line ConfigError: ``too_rare(kept, drawn)`` and the bound.
+    Deterministic when ``draw`` is (round sizes depend only on what was drawn)."""
     if n <= 0:
-        return draw(0)
+        return [draw(0)]
     budget, found, drawn = MAX_DRAWN * n, 0, 0
-    kept: list[torch.Tensor] = []
+    kept: list[Rows] = []
     while found < n:
         if drawn >= budget:
-            what = " and ".join(c.describe() for c in conditions)
-            raise ConfigError(f"only {found:,} of {drawn:,} rows drawn matched {what}; the condition is too rare "
-                              f"for this model (it draws at most {MAX_DRAWN} rows per row asked)")
+            raise ConfigError(f"{too_rare(found, drawn)} for this model (it draws at most {MAX_DRAWN} rows per "
+                              "row asked)")
         rate = max(found / drawn, 1 / MAX_DRAWN) if drawn else 1.0
         size = math.ceil(1.2 * (n - found) / rate)  # a margin over the expected need: fewer rounds
         size = min(budget - drawn, max(MIN_ROUND, min(size, max(MAX_ROUND, n))))
-        rows = draw(size)
+        hits = keep(draw(size))
         drawn += size
-        hits = rows[matching(rows, spans, conditions)]
         kept.append(hits)
-        found += hits.shape[0]
-    return torch.cat(kept)[:n]
+        found += len(hits)
+    return kept

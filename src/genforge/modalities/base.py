@@ -49,6 +49,9 @@ class ReportStyle:
     lower_is_better: frozenset[str] = frozenset()
     notes: tuple[str, ...] = ()  # what the columns mean, under the table
     shows: str = "grid"  # "grid": the latest training grid; "examples": the scored samples as text
+    # whether its scorer draws figures of the samples it scored (``figures()``): `genforge eval` keeps them as PNG
+    # files beside eval.json and the run's card in the report shows them
+    figures: bool = False
 
 
 class Modality(abc.ABC):

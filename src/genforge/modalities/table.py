@@ -5,7 +5,9 @@ out), encoded by a reversible transform (``data/table_transform.py``) into float
 and validation rows; the cache entry holds them as .npy files beside the transform (tokenizer.json, the slot a
 run keeps it in too). Families see ``DataSpec(modality="table", shape=(D,), table=layout)``; samples decode to
 one CSV file with the table's header (``data/table_codec.py``). ``genforge eval`` scores decoded samples against
-the decoded real rows (``evaluate/scorers/table.py``).
+the decoded real rows (``evaluate/scorers/table.py``). ``data.constraints`` (``data/table_constraints.py``) are not
+part of the cache key: they are checked on the decoded rows when the data is prepared and go into the spec
+(``DataSpec.table["constraints"]``), which the run keeps.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class TableModality(Modality):
             "is not better); exact_copies: share of synthetic rows equal to a training row (lower is better).",
         ),
         shows="examples",
+        figures=True,  # per-column histograms and the pair-trend heat map (evaluate/table_plots.py)
     )
 
     # ---- sources ----------------------------------------------------------------------------------
@@ -90,14 +93,17 @@ class TableModality(Modality):
 
     # ---- preparation ------------------------------------------------------------------------------
     def check_config(self, source: Source, cfg: DataConfig) -> None:
+        from genforge.data.table_constraints import check_texts
         from genforge.data.tables import check_column_types
 
         defaults = DataConfig()
         for f in fields(DataConfig):  # the options of other data (image_size, tokenizer, ...) left as they are
             if f.name not in SHARED and not f.metadata and getattr(cfg, f.name) != getattr(defaults, f.name):
                 raise ConfigError(f"data.{f.name} does not apply to tables; '{source.canonical}' is a table "
-                                  f"(its options: data.columns, data.numeric, data.max_modes, data.onehot_max)")
+                                  f"(its options: data.columns, data.numeric, data.max_modes, data.onehot_max, "
+                                  f"data.constraints)")
         check_column_types(cfg.columns)
+        check_texts(cfg.constraints)  # their syntax, before the data is read; names are looked up in assemble
         if cfg.numeric not in NUMERIC:
             raise ConfigError(f"data.numeric must be one of: {', '.join(NUMERIC)}, got {cfg.numeric!r}")
         MAX_MODES.check("data.max_modes", cfg.max_modes, integer=True)
@@ -166,8 +172,21 @@ class TableModality(Modality):
 
         train = TableDataset(entry.arrays["train"], name=f"the training rows of {source.canonical}")
         val = TableDataset(entry.arrays["val"], name=f"the validation rows of {source.canonical}")
-        spec = DataSpec(self.name, (entry.tokenizer.width,), table=entry.tokenizer.layout())
+        layout = entry.tokenizer.layout()
+        if cfg.constraints:  # in the spec: the run keeps them, and sampling and scoring read them there
+            layout["constraints"] = self.learn_constraints(entry, source, cfg)
+        spec = DataSpec(self.name, (entry.tokenizer.width,), table=layout)
         return Prepared(spec, train, val, entry.tokenizer, entry.manifest, entry.path)
+
+    @staticmethod
+    def learn_constraints(entry: Entry, source: Source, cfg: DataConfig) -> list[dict]:
+        """data.constraints bound to the table, checked on every row (both splits, decoded as the model learns
+        them: the table the user gave), fixed combinations learnt from them; plain dicts for the spec."""
+        from genforge.data.table_constraints import learn_constraints
+
+        transform = entry.tokenizer
+        rows = transform.decode(np.concatenate([entry.arrays["train"], entry.arrays["val"]]))
+        return learn_constraints(cfg.constraints, transform.columns, rows, source.canonical)
 
     # ---- runs -------------------------------------------------------------------------------------
     def load_tokenizer(self, path: Path):

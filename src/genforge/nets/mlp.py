@@ -1,5 +1,5 @@
 """Fully connected backbones for rows of a table (and any flat vector): a plain MLP, as TVAE's encoder and
-decoder are, and CTGAN's residual generator block."""
+decoder are, CTGAN's residual generator block, and TabDDPM's denoiser, an MLP told the diffusion timestep."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from genforge.config import Range
+from genforge.nets.embeddings import TimestepEmbedding
 
 WIDTH = Range(1, 65536)  # a hidden layer's width
 
@@ -43,3 +44,19 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.relu(self.bn(self.fc(x))), x], dim=1)
+
+
+class TimestepMLP(nn.Module):
+    """TabDDPM's denoiser (MLPDiffusion, Kotelnikov et al. 2023): the input projected to ``time_dim`` plus the
+    timestep's embedding (sinusoidal features through a small MLP), then an ``MLP`` to ``out_dim``. The timestep
+    enters once, added to the projected input; the MLP has no dropout, as TabDDPM's tuned runs have none."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, time_dim: int = 128):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, time_dim)
+        self.time = TimestepEmbedding(time_dim, time_dim)
+        self.mlp = MLP(time_dim, hidden, out_dim)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, in_dim) at timesteps ``t`` (B,) -> (B, out_dim)."""
+        return self.mlp(self.proj(x) + self.time(t))

@@ -143,6 +143,13 @@ class GPT(nn.Module):
         x = self.wte(idx)
         if self.wpe is not None:
             x = x + self.wpe(pos)
+        return F.linear(self.hidden(x, pos, cache), self.head_weight)
+
+    def hidden(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The blocks and the final norm alone: input embeddings ``x`` (B, T, n_embd) at positions ``pos``
+        (T,) -> hidden states (B, T, n_embd). For models that embed their inputs their own way or score only
+        part of the vocabulary (table rows, ``families/table_transformer.py``); like ``logits`` it leaves
+        ``cache.length`` to the caller."""
         rotation = self.rotary(pos) if self.rotary is not None else None
         x = self.drop(x)
         recompute = self.checkpointing and cache is None and torch.is_grad_enabled()
@@ -151,8 +158,7 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, pos, rotation, None, i, use_reentrant=False)
             else:
                 x = block(x, pos, rotation, cache, i)
-        x = self.ln_f(x)
-        return F.linear(x, self.head_weight)
+        return self.ln_f(x)
 
 
 class Block(nn.Module):

@@ -4,7 +4,9 @@
 A scorer provides ``score(family, amp_dtype) -> (metrics, sampling, examples)``, ``reference_metrics()``
 (real held-out data scored exactly like samples, or None), ``reference_info()`` and ``extractor_info()``
 (what the scores were measured against), and the class methods ``uses_features`` and
-``extractor_name(features, run)`` (the name a kept result is filed under).
+``extractor_name(features, run)`` (the name a kept result is filed under). The scorer of a modality whose
+``ReportStyle.figures`` is set also provides ``figures() -> list[Figure]`` (``evaluate/figures.py``): figures of
+the samples its latest ``score`` drew, asked for by `genforge eval` (never during training).
 """
 
 from __future__ import annotations

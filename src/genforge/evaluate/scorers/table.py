@@ -2,7 +2,8 @@
 decoded the same way (``table_metrics.py``): column shapes and pair trends (quality), detection and privacy
 against the training split, ML efficacy on the held-out split. The reference row scores the held-out rows
 exactly like samples (its ML efficacy: the same model trained on the real training rows), so it shows what
-real data gets."""
+real data gets. A run's constraints (``data.constraints``) hold in the scored rows as in sampled ones.
+``figures()`` draws the scored rows against the training rows (``table_plots.py``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class TableScorer:
         # decoded once: every evaluation during training reuses them
         self.train = self.decode(self.prepared.train.rows)
         self.holdout = self.decode(self.prepared.val.rows)
+        self.samples: pd.DataFrame | None = None  # the synthetic rows the latest score() drew: what figures() shows
 
     @classmethod
     def extractor_name(cls, features: str, run) -> str:
@@ -47,11 +49,46 @@ class TableScorer:
     def score(self, family, amp_dtype) -> tuple[dict, dict, list[str]]:
         from genforge.evaluate.table_metrics import table_scores
 
-        rows, seconds = self.evaluator.draw(family, amp_dtype, self.sample_batch)
-        synth = self.decode(rows)
+        synth, seconds = self.draw(family, amp_dtype)
+        self.samples = synth
         metrics = table_scores(synth, self.train, self.holdout, self.types, seed=self.evaluator.seed)
         sampling = {"items_per_s": self.evaluator.n / max(seconds, 1e-9), "unit": "row"}
         return metrics, sampling, [synth.head(EXAMPLE_ROWS).to_csv(index=False)]
+
+    def draw(self, family, amp_dtype) -> tuple[pd.DataFrame, float]:
+        """``n`` synthetic rows as a user gets them, and the seconds it took: with the run's constraints
+        (``data.constraints``), rows built and kept as `genforge sample` does (``data/table_constraints.py``)."""
+        import time
+
+        import torch
+
+        from genforge.data.table_constraints import Enforcement, constraints_from_dicts
+        from genforge.families.table_conditions import draw_kept
+        from genforge.train.device import autocast
+
+        constraints = constraints_from_dicts((self.prepared.spec.table or {}).get("constraints"))
+        if not constraints:
+            rows, seconds = self.evaluator.draw(family, amp_dtype, self.sample_batch)
+            return self.decode(rows), seconds
+        start = time.perf_counter()
+        generator = torch.Generator(device=family.device).manual_seed(self.evaluator.seed * 1_000_003)
+
+        def draw(k: int) -> pd.DataFrame:
+            with autocast(family.device, amp_dtype):
+                return self.decode(family.sample(k, generator=generator))
+
+        enforcement = Enforcement(constraints)
+        parts = draw_kept(draw, self.evaluator.n, enforcement.keep, enforcement.too_rare)
+        return pd.concat(parts, ignore_index=True).iloc[:self.evaluator.n], time.perf_counter() - start
+
+    def figures(self) -> list:
+        """Column histograms and the pair-trend heat map of the latest scored rows against the training rows (the
+        rows the scores compare them with)."""
+        from genforge.evaluate.table_plots import table_figures
+
+        if self.samples is None:
+            raise RuntimeError("figures() draws the rows score() drew: call score() first")
+        return table_figures(self.train, self.samples, self.types)
 
     def reference_metrics(self) -> dict | None:
         """The held-out rows scored like samples; None when there are fewer than two of them."""
