@@ -13,7 +13,7 @@ def test_the_plan_shares_the_whole_budget_between_distinct_runs():
 
     assert sum(part.share for part in PLAN) == pytest.approx(1.0)
     names = [part.run_name for part in PLAN]
-    assert len(set(names)) == len(names) and "table-vae" in names
+    assert len(set(names)) == len(names) and "table-diffusion" in names
     assert {part.shows for part in PLAN} == {"grid", "code", "rows"}
 
 
@@ -25,7 +25,7 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
     command line does not expose can be made small too: scored texts of 64 tokens, the diffusion likelihood
     bound on 2 timesteps an image and the classifier extractor trained for 60 steps (the demo's defaults,
     256 tokens, 32 timesteps and 600 steps, cost minutes on a CPU and check nothing more). The table run
-    prepares breast_cancer with quantile numbers rather than TVAE's mixture fits (9 s for 30 columns on one core),
+    prepares breast_cancer with quantile numbers rather than mixture fits (9 s for 30 columns on one core),
     and its figures show the first 4 columns (the demo's 16 panels and 31 x 31 heat map are drawn the same way,
     slower)."""
     import genforge.demo as demo
@@ -48,7 +48,7 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"summary: {out / 'summary.md'}" in proc.stdout
     summary = (out / "summary.md").read_text()
-    for name in ("diffusion", "gan", "vae", "transformer", "table-vae"):
+    for name in ("diffusion", "gan", "vae", "transformer", "table-diffusion"):
         assert name in summary
         assert (out / "runs" / name / "model.safetensors").is_file()
     for family in ("diffusion", "gan", "vae"):
@@ -60,12 +60,12 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
     assert report.count("real data (held-out)") >= 3  # the image table, the text table and the table table
     assert report.count('class="grid"') >= 3 and "http://" not in report and "https://" not in report
     # the table run: 1,000 rows written, its scores, and its column histograms and heat map in its card
-    assert len((out / "samples" / "table-vae" / "rows.csv").read_text().splitlines()) == 1001
+    assert len((out / "samples" / "table-diffusion" / "rows.csv").read_text().splitlines()) == 1001
     assert "Tables: 10 samples" in report and report.count('<img class="figure"') == 2
-    table_result = json.loads((out / "runs" / "table-vae" / "eval.json").read_text())["results"]["table/n=10"]
+    table_result = json.loads((out / "runs" / "table-diffusion" / "eval.json").read_text())["results"]["table/n=10"]
     for figure in table_result["figures"]:
-        assert (out / "runs" / "table-vae" / figure["file"]).is_file()
-        assert f"](runs/table-vae/{figure['file']})" in summary  # shown in summary.md too
+        assert (out / "runs" / "table-diffusion" / figure["file"]).is_file()
+        assert f"](runs/table-diffusion/{figure['file']})" in summary  # shown in summary.md too
     assert "quality " in summary and "```csv" in summary
     for family in ("diffusion", "gan", "vae"):
         assert json.loads((out / "runs" / family / "eval.json").read_text())["results"]["classifier/n=10"]["n"] == 10

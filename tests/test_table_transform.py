@@ -228,3 +228,20 @@ def test_values_come_back_with_their_own_decimals(numeric):
     transform = fit(frame, numeric=numeric)
     back = transform.decode(transform.encode(frame))
     assert back["age"].tolist() == frame["age"].tolist()
+
+
+def test_a_spike_is_an_atom_decoded_exactly_whatever_its_value_dim():
+    rng = np.random.default_rng(0)
+    claims = np.where(rng.random(2000) < 0.7, 0.0, np.round(rng.lognormal(5, 1, 2000), 2))  # 70% exact zeros
+    frame = pd.DataFrame({"claim": claims})
+    transform = TableTransform.fit(frame, {"claim": "numeric"})
+    col = transform.columns[0]
+    assert col["means"][0] == 0.0 and col["stds"][0] == 0.0 and abs(col["weights"][0] - 0.7) < 0.03
+    assert all(s > 0 for s in col["stds"][1:]) and abs(sum(col["weights"]) - 1) < 1e-6
+    x = transform.encode(frame)
+    zero = claims == 0
+    assert (x[zero, 1] == 1).all() and (x[zero, 0] == 0).all() and (x[~zero, 1] == 0).all()
+    noisy = x.copy()
+    noisy[:, 0] = rng.uniform(-1, 1, len(x))  # a model's value dim: anything, the atom's rows still decode to 0
+    assert (transform.decode(noisy)["claim"][zero] == 0).all()
+    assert transform.decode(x)["claim"].equals(frame["claim"])

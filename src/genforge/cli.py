@@ -418,7 +418,7 @@ def demo(
     code_tokens: int = typer.Option(320, "--code-tokens", help="Tokens of each of the 8 code samples the summary shows."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """The main job: train all four families briefly on built-in data (and the VAE on a table), score them, write report.html."""
+    """The main job: train all four families briefly on built-in data (and diffusion on a table), score them, write report.html."""
     from genforge.demo import run_demo
 
     summary = run_demo(out, minutes=minutes, overwrite=overwrite, progress=not quiet, log=typer.echo, eval_n=eval_n,

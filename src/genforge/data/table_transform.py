@@ -12,7 +12,10 @@ Each column becomes a run of spans, in the table's order:
   *gmm* is CTGAN's mode-specific normalisation: a Bayesian Gaussian mixture of up to ``max_modes`` modes fitted
   on at most ``FIT_ROWS`` sampled values; a value is assigned its most probable mode k (CTGAN draws it from the
   posterior; the most probable keeps the cache deterministic and values nearer [-1, 1]) and stored as
-  (x - mean_k) / (4 std_k). *quantile* maps a value through the column's quantiles (up to ``QUANTILES``) onto
+  (x - mean_k) / (4 std_k). Before the mixture, a value holding at least ``ATOM_SHARE`` of the column (the zeros
+  of a claims amount, a common round number) becomes a mode of its own with no spread, an atom: its rows are
+  that value exactly, their value dim 0, so a model that picks the mode gives the value itself (a mixture would
+  blur a spike into nearby values). *quantile* maps a value through the column's quantiles (up to ``QUANTILES``) onto
   [-1, 1]. Decoding clips to the column's min and max, so those come back exactly and samples stay in range,
   and rounds numbers to the decimals the column's values are written with (at most ``MAX_DECIMALS``).
   Integers are rounded; datetimes are whole multiples of their column's step (the largest unit every value is a
@@ -52,6 +55,7 @@ CATEGORIES = ("categorical", "boolean")
 FIT_ROWS = 10_000  # values a column's mixture is fitted on, at most: fitting stays well under a second a column
 QUANTILES = 1000  # reference quantiles, at most (scikit-learn's QuantileTransformer default)
 MIN_WEIGHT = 0.005  # mixture modes lighter than this are dropped (CTGAN's threshold)
+ATOM_SHARE = 0.05  # numeric="gmm": a value holding this share of a column is a mode of its own, decoded exactly
 SCALE = 4.0  # a value within 4 standard deviations of its mode lands in [-1, 1]
 MAX_DECIMALS = 12  # numeric columns written with at most this many decimals come back rounded to theirs
 
@@ -263,28 +267,41 @@ def _decimals(x: np.ndarray) -> int | None:
 
 
 def _fit_modes(x: np.ndarray, max_modes: int, rng: np.random.Generator) -> tuple[list[float], ...]:
-    """Weights, means and standard deviations of a Bayesian Gaussian mixture's modes, heaviest first."""
+    """Weights, means and standard deviations of a column's modes: its atoms (values holding at least
+    ``ATOM_SHARE`` of the column, heaviest first, standard deviation 0) then a Bayesian Gaussian mixture's modes
+    of the other values, heaviest first; at most ``max_modes`` in all."""
     if len(x) > FIT_ROWS:
         x = rng.choice(x, FIT_ROWS, replace=False)
     centre, spread = float(x.mean()), float(x.std())
-    distinct = len(np.unique(x))
-    if distinct < 2 or spread == 0:
+    values, counts = np.unique(x, return_counts=True)
+    if len(values) < 2 or spread == 0:
         return [1.0], [centre], [1.0]  # a constant: every value encodes as 0
+    heavy = np.argsort(-counts, kind="stable")[:max_modes - 1]  # room for at least one mixture mode
+    heavy = heavy[counts[heavy] >= ATOM_SHARE * len(x)]
+    weights, means, stds = [float(counts[k]) / len(x) for k in heavy], [float(values[k]) for k in heavy], [0.0] * len(heavy)
+    rest = x[~np.isin(x, values[heavy])]
+    if len(rest) == 0:
+        return weights, means, stds
+    if len(np.unique(rest)) < 2:  # one value left: an atom of its own
+        return weights + [len(rest) / len(x)], means + [float(rest[0])], stds + [0.0]
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import BayesianGaussianMixture
 
-    z = ((x - centre) / spread)[:, None]  # fitted standardised: columns in the billions fit like those near 1
-    mixture = BayesianGaussianMixture(n_components=min(max_modes, distinct), weight_concentration_prior=1e-3,
+    centre, spread = float(rest.mean()), float(rest.std())
+    z = ((rest - centre) / spread)[:, None]  # fitted standardised: columns in the billions fit like those near 1
+    mixture = BayesianGaussianMixture(n_components=min(max_modes - len(heavy), len(np.unique(rest))),
+                                      weight_concentration_prior=1e-3,
                                       weight_concentration_prior_type="dirichlet_process", max_iter=100,
                                       random_state=int(rng.integers(2**31)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         mixture.fit(z)
-    weights = mixture.weights_
-    keep = [k for k in np.argsort(-weights, kind="stable") if weights[k] > MIN_WEIGHT] or [int(np.argmax(weights))]
-    means = [centre + spread * float(mixture.means_[k, 0]) for k in keep]
-    stds = [spread * math.sqrt(float(mixture.covariances_[k].ravel()[0])) for k in keep]
-    return [float(weights[k]) for k in keep], means, stds
+    share = len(rest) / len(x)
+    found = mixture.weights_
+    keep = [k for k in np.argsort(-found, kind="stable") if found[k] > MIN_WEIGHT] or [int(np.argmax(found))]
+    means += [centre + spread * float(mixture.means_[k, 0]) for k in keep]
+    stds += [spread * math.sqrt(float(mixture.covariances_[k].ravel()[0])) for k in keep]
+    return weights + [share * float(found[k]) for k in keep], means, stds
 
 
 def _fit_quantiles(x: np.ndarray) -> tuple[list[float], list[float]]:
@@ -307,10 +324,13 @@ def _encode_numbers(col: dict, series: pd.Series, out: np.ndarray) -> None:
     start = col["start"]
     if col["encoding"] == "gmm":
         means, stds = np.asarray(col["means"]), np.asarray(col["stds"])
-        # the most probable mode: the largest weighted log density
-        score = np.log(col["weights"]) - np.log(stds) - 0.5 * ((x[:, None] - means) / stds) ** 2
+        atom = stds == 0  # a value holding an atom's mode is that value exactly (its value dim 0)
+        # otherwise the most probable mixture mode: the largest weighted log density
+        safe = np.where(atom, 1.0, stds)
+        score = np.log(col["weights"]) - np.log(safe) - 0.5 * ((x[:, None] - means) / safe) ** 2
+        score = np.where(atom, np.where(x[:, None] == means, np.inf, -np.inf), score)
         mode = np.argmax(score, axis=1)
-        value = (x - means[mode]) / (SCALE * stds[mode])
+        value = (x - means[mode]) / (SCALE * safe[mode])
         if len(means) > 1:
             out[np.arange(len(x)), start + 1 + mode] = 1.0
     else:

@@ -113,7 +113,9 @@ class TableModality(Modality):
         params = {"val_fraction": float(cfg.val_fraction), "columns": dict(sorted(cfg.columns.items())),
                   "numeric": cfg.numeric, "onehot_max": cfg.onehot_max}
         if cfg.numeric == "gmm":
-            params["max_modes"] = cfg.max_modes
+            from genforge.data.table_transform import ATOM_SHARE  # in the key: entries fitted without atoms differ
+
+            params["max_modes"], params["atom_share"] = cfg.max_modes, ATOM_SHARE
         return params
 
     def write(self, tmp: Path, source: Source, params: dict, progress: bool) -> dict:
