@@ -1,11 +1,34 @@
-"""Helpers of the table family tests: a small patients CSV, and the sampled rows of a run checked against it."""
+"""Helpers of the table family tests: a tiny encoded layout and its rows, a small patients CSV, and the sampled
+rows of a run checked against it."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import torch
+
+from genforge.data.spec import DataSpec
+
 HEADER = ["age", "smoker", "cost"]
+
+# a value, its 2 modes, a 3-category column, a missing flag: 7 dims
+LAYOUT = {"spans": [{"column": "a", "kind": "value", "start": 0, "width": 1},
+                    {"column": "a", "kind": "mode", "start": 1, "width": 2},
+                    {"column": "b", "kind": "category", "start": 3, "width": 3},
+                    {"column": "b", "kind": "missing", "start": 6, "width": 1}],
+          "columns": []}
+SPEC = DataSpec(modality="table", shape=(7,), table=LAYOUT)
+
+
+def rows(values, modes, categories) -> torch.Tensor:
+    """Encoded rows of LAYOUT: each row's value, mode and category, never missing."""
+    x = torch.zeros(len(values), 7)
+    x[:, 0] = torch.tensor(values)
+    x[torch.arange(len(values)), 1 + torch.tensor(modes)] = 1
+    x[torch.arange(len(values)), 3 + torch.tensor(categories)] = 1
+    x[:, 6] = 1
+    return x
 TINY_TABLE_VAE = ["model.latent_dim=8", "model.hidden=[32,32]", "train.sample_every=0"]  # trains in a second
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tabletools import check_sampled_patients, patients_csv
+from tabletools import LAYOUT, SPEC, check_sampled_patients, patients_csv, rows
 
 import genforge
 from genforge.data.spec import DataSpec
@@ -15,24 +15,6 @@ from genforge.families.table_vae import TableVAE, TableVAEConfig
 from genforge.nets.spans import activate, reconstruction_nll, spans_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-# a value, its 2 modes, a 3-category column, a missing flag: 7 dims
-LAYOUT = {"spans": [{"column": "a", "kind": "value", "start": 0, "width": 1},
-                    {"column": "a", "kind": "mode", "start": 1, "width": 2},
-                    {"column": "b", "kind": "category", "start": 3, "width": 3},
-                    {"column": "b", "kind": "missing", "start": 6, "width": 1}],
-          "columns": []}
-SPEC = DataSpec(modality="table", shape=(7,), table=LAYOUT)
-
-
-def rows(values, modes, categories) -> torch.Tensor:
-    x = torch.zeros(len(values), 7)
-    x[:, 0] = torch.tensor(values)
-    x[torch.arange(len(values)), 1 + torch.tensor(modes)] = 1
-    x[torch.arange(len(values)), 3 + torch.tensor(categories)] = 1
-    x[:, 6] = 1
-    return x
-
 
 def test_the_vae_on_table_data_is_tvae_and_on_images_the_image_vae():
     assert get_family("vae", "table") is TableVAE and get_family("vae", "image").__name__ == "VAE"
