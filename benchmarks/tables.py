@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--families", type=csv, default=list(FAMILIES), help="genforge families to train")
     p.add_argument("--epochs", type=int, default=300, help="CTGAN's and TVAE's epochs (their default: 300)")
     p.add_argument("--peers", type=csv, default=["CTGAN", "TVAE"],
-                   help="ctgan's models on randhie (give --minutes when leaving TVAE out)")
+                   help="ctgan's models on randhie: CTGAN, TVAE or none (give --minutes when leaving TVAE out)")
     p.add_argument("--minutes", type=float, default=None,
                    help="each genforge family's training budget (default: TVAE's measured fit time)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FAMILY:KEY=VALUE",
@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tables.md")
     p.add_argument("--quick", action="store_true", help="a smoke run: 3 epochs, 10-second budgets, small tables")
     args = p.parse_args(argv)
+    for option, names in (("--peers", args.peers), ("--category-peers", args.category_peers)):
+        names[:] = [] if names == ["none"] else names
+        if set(names) - {"CTGAN", "TVAE"}:
+            p.error(f"{option} takes CTGAN, TVAE or none, got {','.join(names)}")
+    if "randhie" in args.parts and "TVAE" not in args.peers and not args.minutes:
+        p.error("--minutes is needed when TVAE is not among --peers (its fit time is the default budget)")
     if args.quick:
         args.epochs, args.minutes, args.rows, args.categories = 3, args.minutes or 1 / 6, 3_000, 1_200
     return args
@@ -157,8 +163,6 @@ def randhie_part(args, lines: list[str]) -> None:
         print(f"[{name}] fit {fit_s:.0f} s: {rows[-1][1]}", flush=True)
         write_report(args, lines + randhie_lines(args, rows, prepare_s, n, len(train)))
 
-    if not args.minutes and "TVAE" not in peers_s:
-        raise SystemExit("--minutes is needed when TVAE is not among --peers (its fit time is the default budget)")
     minutes = args.minutes or (peers_s["TVAE"] - prepare_s) / 60  # fitting the transform is part of the budget
     for family in args.families:
         extra = [o.split(":", 1)[1] for o in args.overrides if o.split(":", 1)[0] == family]
