@@ -32,6 +32,20 @@ def rows(values, modes, categories) -> torch.Tensor:
 TINY_TABLE_VAE = ["model.latent_dim=8", "model.hidden=[32,32]", "train.sample_every=0"]  # trains in a second
 
 
+def fit_steps(family, x: torch.Tensor, steps: int, optimizer: torch.optim.Optimizer,
+              record: str | None = None) -> list[float]:
+    """Train a one-phase ``family`` on the batch ``x`` for ``steps`` steps of ``optimizer``; each step's loss,
+    or its ``record`` log (e.g. "recon")."""
+    losses = []
+    for _ in range(steps):
+        _, loss, logs = next(family.training_step({"x": x}))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(logs[record] if record else loss.detach()))
+    return losses
+
+
 def patients_csv(folder: Path, rows: int = 200) -> Path:
     """An integer, a yes/no (1 in 4 yes) and a two-decimal column."""
     path = folder / "patients.csv"

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from tabletools import SPEC, check_sampled_patients, patients_csv, rows
+from tabletools import SPEC, check_sampled_patients, fit_steps, patients_csv, rows
 
 import genforge
 from genforge.data.spec import DataSpec
@@ -126,14 +126,7 @@ def test_table_diffusion_overfits_a_tiny_table():
     each with its mode and value."""
     x = rows([-0.5, -0.4, 0.6, 0.7], [0, 0, 1, 1], [0, 0, 2, 2]).repeat(16, 1)
     family = small()
-    opt = torch.optim.Adam(family.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(400):
-        _, loss, _ = next(family.training_step({"x": x}))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = fit_steps(family, x, 400, torch.optim.Adam(family.parameters(), lr=3e-3))
     assert sum(losses[-50:]) / 50 < 0.3 * sum(losses[:10]) / 10
     samples = family.sample(400, generator=torch.Generator().manual_seed(0))
     category = samples[:, 3:6].argmax(1)

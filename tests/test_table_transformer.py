@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tabletools import check_sampled_patients, patients_csv
+from tabletools import check_sampled_patients, fit_steps, patients_csv
 
 import genforge
 from genforge.data.spec import DataSpec, TableSpan
@@ -165,15 +165,7 @@ def test_drawing_with_the_cache_follows_the_teacher_forced_logits():
 
 
 def train(net: TableTransformer, x: torch.Tensor, steps: int) -> list[float]:
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.0)
-    losses = []
-    for _ in range(steps):
-        _, loss, _ = next(net.training_step({"x": x}))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    return fit_steps(net, x, steps, torch.optim.AdamW(net.parameters(), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.0))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tabletools import LAYOUT, SPEC, check_sampled_patients, patients_csv, rows
+from tabletools import LAYOUT, SPEC, check_sampled_patients, fit_steps, patients_csv, rows
 
 import genforge
 from genforge.data.spec import DataSpec
@@ -52,14 +52,7 @@ def test_table_vae_overfits_a_tiny_table():
     torch.manual_seed(0)
     x = rows([-0.5, -0.4, 0.6, 0.7], [0, 0, 1, 1], [0, 0, 2, 2])
     vae = TableVAE(TableVAEConfig(latent_dim=4, hidden=[32, 32]), SPEC)
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(300):
-        _, loss, logs = next(vae.training_step({"x": x}))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(logs["recon"]))
+    losses = fit_steps(vae, x, 300, torch.optim.Adam(vae.parameters(), lr=1e-2), record="recon")
     assert losses[-1] < losses[0] - 5
     samples = vae.sample(400, generator=torch.Generator().manual_seed(0))
     category = samples[:, 3:6].argmax(1)
