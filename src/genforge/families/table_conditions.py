@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import torch
 
 from genforge.data.spec import TableSpan
 from genforge.data.table_transform import nearest_code
 from genforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_DRAWN = 100  # rows drawn per row asked, at most, before a condition is called too rare
 MIN_ROUND = 64  # rows drawn in a round, at least: small asks still see a few chances
@@ -134,3 +137,16 @@ def draw_kept(draw: Callable[[int], Rows], n: int, keep: Callable[[Rows], Rows],
         kept.append(hits)
         found += len(hits)
     return kept
+
+
+def draw_constrained(draw: Callable[[int], pd.DataFrame], n: int, constraints: Sequence) -> pd.DataFrame:
+    """``n`` decoded rows from ``draw(k)`` (k fresh decoded rows each call) that keep every constraint
+    (``data/table_constraints.py``: sums built, breaking rows dropped), in the order drawn, within ``draw_kept``'s
+    bound: what `genforge sample` and `genforge eval` give for a run with constraints."""
+    import pandas as pd
+
+    from genforge.data.table_constraints import Enforcement
+
+    enforcement = Enforcement(list(constraints))
+    parts = draw_kept(draw, n, enforcement.keep, enforcement.too_rare)
+    return pd.concat(parts, ignore_index=True).iloc[:n]

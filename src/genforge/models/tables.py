@@ -6,7 +6,7 @@ column's category positions, not their names. Names live in the run's table tran
 
 Constraints (``data/table_constraints.py``) are kept here, above every family: the run's own (``data.constraints``,
 in its spec) and those asked when sampling. Each batch decodes drawn rows, builds sums, drops rows that break a
-range, an inequality or a fixed combination and draws more, bounded as ``where`` is (``draw_kept``).
+range, an inequality or a fixed combination and draws more, bounded as ``where`` is (``draw_constrained``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from genforge.data.table_constraints import (Constraint, Enforcement, Fixed, bind_constraints, check_texts,
+from genforge.data.table_constraints import (Constraint, Fixed, bind_constraints, check_texts,
                                              constraints_from_dicts)
 from genforge.draws import step_seed
 from genforge.families.capabilities import parse_pairs
-from genforge.families.table_conditions import Condition, draw_kept
+from genforge.families.table_conditions import Condition, draw_constrained
 from genforge.models.base import Model
 
 
@@ -62,9 +62,7 @@ class TableModel(Model):
             r = next(rounds)
             return self.codec.decode(self._sample_tensors(k, step_seed(seed, -r) if r else seed, prompt, conditions)[0])
 
-        enforcement = Enforcement(constraints)
-        parts = draw_kept(draw, n, enforcement.keep, enforcement.too_rare)
-        return pd.concat(parts, ignore_index=True).iloc[:n]
+        return draw_constrained(draw, n, constraints)
 
     def sample_params(self, n: int, seed: int, prompt: str | None, stop: Any, conditions: dict) -> dict:
         """settings.json records ``where`` as one "a=x,b=y" string, whatever form it was given in, and

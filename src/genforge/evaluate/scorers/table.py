@@ -62,8 +62,8 @@ class TableScorer:
 
         import torch
 
-        from genforge.data.table_constraints import Enforcement, constraints_from_dicts
-        from genforge.families.table_conditions import draw_kept
+        from genforge.data.table_constraints import constraints_from_dicts
+        from genforge.families.table_conditions import draw_constrained
         from genforge.train.device import autocast
 
         constraints = constraints_from_dicts((self.prepared.spec.table or {}).get("constraints"))
@@ -77,9 +77,7 @@ class TableScorer:
             with autocast(family.device, amp_dtype):
                 return self.decode(family.sample(k, generator=generator))
 
-        enforcement = Enforcement(constraints)
-        parts = draw_kept(draw, self.evaluator.n, enforcement.keep, enforcement.too_rare)
-        return pd.concat(parts, ignore_index=True).iloc[:self.evaluator.n], time.perf_counter() - start
+        return draw_constrained(draw, self.evaluator.n, constraints), time.perf_counter() - start
 
     def figures(self) -> list:
         """Column histograms and the pair-trend heat map of the latest scored rows against the training rows (the
