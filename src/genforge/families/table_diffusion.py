@@ -53,7 +53,7 @@ from genforge.families.base import Family, Phase, eval_mode
 from genforge.families.capabilities import TableDiffusionSampling, declare
 from genforge.families.table_conditions import Condition, draw_matching
 from genforge.nets.mlp import TimestepMLP, check_widths
-from genforge.nets.spans import TINY, spans_of
+from genforge.nets.spans import gumbel_noise, spans_of
 from genforge.sampling import diffusion as solvers
 from genforge.sampling.schedules import (
     BETA_SCHEDULES,
@@ -121,8 +121,7 @@ def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 def draw_one_hot(log_probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """One-hot draws from categoricals over the last dim by the Gumbel-max trick, ``u`` uniforms of its shape."""
-    gumbel = -torch.log(-torch.log(u.clamp_min(TINY)))
-    return F.one_hot((log_probs + gumbel).argmax(-1), log_probs.shape[-1]).float()
+    return F.one_hot((log_probs + gumbel_noise(u)).argmax(-1), log_probs.shape[-1]).float()
 
 
 class OneHotGroups(nn.Module):

@@ -65,6 +65,11 @@ def activate(out: torch.Tensor, spans: list[TableSpan], generator: torch.Generat
     return rows
 
 
+def gumbel_noise(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel draws from uniforms ``u`` (kept finite for a uniform of exactly 0)."""
+    return -torch.log(-torch.log(u.clamp_min(TINY)))
+
+
 def gumbel_activate(out: torch.Tensor, spans: list[TableSpan], tau: float) -> torch.Tensor:
     """Raw outputs (B, D) -> training rows a discriminator's gradient flows back through: tanh on continuous
     spans, and on each one-hot group a Gumbel-softmax of temperature ``tau`` (Jang et al., 2017): a soft draw
@@ -72,7 +77,7 @@ def gumbel_activate(out: torch.Tensor, spans: list[TableSpan], tau: float) -> to
     the whole batch's (genforge.draws), so a split batch draws what an unsplit one does."""
     out = out.float()
     u = draws.rand(out.shape[0], out.shape[1], device=out.device)
-    gumbel = -torch.log(-torch.log(u.clamp_min(TINY)))
+    gumbel = gumbel_noise(u)
     parts = []
     for span in spans:
         logits = out[:, span.start:span.stop]
