@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from genforge import draws
+from genforge import draws, progress
 from genforge.data.spec import DataSpec
 from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
@@ -310,7 +310,7 @@ class Diffusion(Family):
         n = image.shape[0]
         x = self._noise(n, sigmas[0], generator)
         labels = self._labels(n, label, guidance, generator)
-        with eval_mode(self):
+        with eval_mode(self), progress.summed(resample * solvers.denoiser_calls(sampler, len(sigmas) - 1)):
             denoise = self.denoiser(labels, guidance)
             for i in range(len(sigmas) - 1):
                 hi, lo = sigmas[i], sigmas[i + 1]

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from genforge import draws
+from genforge import draws, progress
 from genforge.data.augment import diff_augment, parse_policy
 from genforge.data.spec import DataSpec
 from genforge.config import Range, check_choices, check_ranges
@@ -271,12 +271,13 @@ class GAN(Family):
         goal = target.repeat_interleave(k, dim=0)
         opt = torch.optim.Adam([z], lr=lr)
         with eval_mode(self), frozen(self.generator), torch.enable_grad():
-            for _ in range(steps):
+            for step in range(steps):  # every restart and candidate class at once: one tick a step
                 err = (self.generate(z, labels) - goal).pow(2).flatten(1).mean(1)
                 loss = err.sum() + 1e-3 * z.pow(2).mean(1).sum()  # keeps z near the prior's typical set
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                progress.tick(step + 1, steps)
             with torch.no_grad():
                 err = (self.generate(z, labels) - goal).pow(2).flatten(1).mean(1)
         best = err.view(b, k).argmin(dim=1) + torch.arange(b, device=self.device) * k

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genforge import draws
+from genforge import draws, progress
 from genforge.config import Range, check_choices, check_ranges
 from genforge.data.spec import DataSpec, TableSpan
 from genforge.families.base import Family, Phase, eval_mode
@@ -274,5 +274,6 @@ class TableDiffusion(Family):
             log_p = q_posterior(groups.predicted(out), groups.log_probs(rows), groups.log_uniform,
                                 self.log_abar[s + 1], self.log_abar[t + 1])
             groups.scatter(rows, draw_one_hot(log_p, torch.rand(log_p.shape, generator=generator, device=device)))
+            progress.tick(i + 1, len(timesteps))
         rows[:, cont] = x.clamp(-1, 1)
         return rows

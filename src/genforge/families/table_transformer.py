@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genforge import draws
+from genforge import draws, progress
 from genforge.config import Range, check_choices, check_ranges
 from genforge.data.spec import DataSpec
 from genforge.errors import ConfigError
@@ -233,4 +233,5 @@ class TableTransformer(Family):
                 token = decoding.next_token(self.slot_logits(h[:, 0], slot), generator)
             tokens[every, slot] = token
             read, read_slot = self.rows.ids(token, slot), slot
+            progress.tick(t + 1, slots)
         return tokens, order

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from genforge import progress
 from genforge.data.spec import DataSpec
 from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
@@ -316,6 +317,7 @@ class Transformer(Family):
                     has_content |= token != END_OF_TEXT
                 if should_stop is not None:
                     finished |= torch.as_tensor(should_stop(out[:, : t + 1]), dtype=torch.bool, device=idx.device)
+                progress.tick(t + 1 - prompt_len, max_new_tokens)  # a run ending early stops short of the total
                 yield token
                 if t + 1 == total or (early_stop and bool(finished.all())):
                     return

@@ -33,6 +33,7 @@ from itertools import pairwise
 
 import torch
 
+from genforge import progress
 from genforge.errors import ConfigError
 
 # denoise(x, sigma) -> estimate of x0 for x = x0 + sigma * eps; sigma has shape (B,), all entries equal
@@ -161,6 +162,7 @@ def invert_ddim(denoise: Denoiser, x0: torch.Tensor, sigmas: torch.Tensor) -> to
     at that level, an error of order sigma^2 there. Round-trip error shrinks with the number of steps.
     """
     levels = sigmas.flip(0).tolist()[1:]
+    denoise = progress.counted(denoise, len(levels) - 1)
     x = x0
     for sigma, sigma_next in pairwise(levels):
         denoised = denoise(x, _sigma_batch(x, sigma))
@@ -212,7 +214,8 @@ def sample(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Run the sampler called ``name``. eta is only for samplers that take it (ddim); the generator is
-    passed to those that draw noise and ignored by the deterministic ones."""
+    passed to those that draw noise and ignored by the deterministic ones. Each call of ``denoise`` ticks
+    ``genforge.progress`` (k, calls in all)."""
     sampler = _sampler(name)
     accepts = inspect.signature(sampler).parameters
     options: dict[str, object] = {}
@@ -223,7 +226,9 @@ def sample(
         options["eta"] = eta
     if "generator" in accepts:
         options["generator"] = generator
-    return sampler(denoise, x, sigmas, **options)
+    # one tick per network call; Heun calls twice on every step but one that ends at sigma 0
+    calls = len(sigmas) - 1 + (int((sigmas[1:] > 0).sum()) if name == "heun" else 0)
+    return sampler(progress.counted(denoise, calls), x, sigmas, **options)
 
 
 def denoiser_calls(name: str, steps: int) -> int:
