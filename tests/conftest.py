@@ -56,6 +56,15 @@ def table_runs(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def studio_runs(tmp_path_factory):
+    """Tiny diffusion, GAN and code-transformer runs for the studio's tests (studiotools), trained once per
+    worker; tests copy them (``studiotools.copy_runs``) so each has its own gallery."""
+    from studiotools import make_studio_runs
+
+    return make_studio_runs(tmp_path_factory.mktemp("studio") / "runs")
+
+
 def pytest_collection_modifyitems(config, items):
     """Files with slow tests run first: with the files shared out between workers (``--dist loadfile``), a
     long file that starts last keeps one worker busy while the other has nothing left to do."""

@@ -14,8 +14,9 @@ import genforge
 
 SRC = Path(genforge.__file__).parent
 # top first: each entry is the first name under genforge (a module or a package)
-LAYERS = [{"cli"}, {"demo"}, {"refine"}, {"api"}, {"models"}, {"train", "evaluate"}, {"modalities"}, {"runs"},
-          {"families"}, {"nets", "sampling"}, {"data"}, {"config", "errors", "io", "runlock", "launch", "draws"}]
+LAYERS = [{"cli"}, {"serve"}, {"demo"}, {"refine"}, {"api"}, {"models"}, {"train", "evaluate"}, {"modalities"}, {"runs"},
+          {"families"}, {"nets", "sampling"}, {"data"},
+          {"config", "errors", "io", "runlock", "launch", "draws", "progress"}]
 KNOWN_UPWARD: set[tuple[str, str]] = set()  # none: every edge points down
 
 

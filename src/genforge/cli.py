@@ -426,6 +426,39 @@ def demo(
     typer.echo(f"summary: {summary}")
 
 
+@app.command()
+def serve(
+    runs_dir: Path = typer.Argument(Path("runs"), help="Folder of run directories to serve (created if missing); "
+                                    "the gallery lives in RUNS_DIR/.studio."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but loopback needs --token."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="GENFORGE_TOKEN",
+                                        help="Secret every request must carry (open the page as /?token=TOKEN)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps: where jobs run."),
+    max_queued: int = typer.Option(16, "--max-queued", help="Jobs that may wait; more are refused (HTTP 429)."),
+    cpu_jobs: Optional[int] = typer.Option(None, "--cpu-jobs", help="Jobs running at once on a CPU (default: half "
+                                           "the cores); a GPU runs one at a time."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder whose files the page may train on "
+                                            "(folder:NAME, csv:NAME.csv, ...); built-in sources need nothing."),
+) -> None:
+    """The web studio: pick a run, generate and refine, train and watch, browse the gallery. Works offline."""
+    import uvicorn
+
+    from genforge.serve.app import create_app
+    from genforge.serve.security import check_binding
+
+    check_binding(host, token)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    if max_queued < 1 or (cpu_jobs is not None and cpu_jobs < 1):
+        raise ConfigError("--max-queued and --cpu-jobs must be at least 1")
+    application = create_app(runs_dir, token=token, device=device, max_queued=max_queued, cpu_jobs=cpu_jobs,
+                             data_dir=data_dir)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"genforge studio: http://{shown}:{port}/" + ("?token=..." if token else "") + f" (runs: {runs_dir})")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     code = _run()
     if "torch.distributed" in sys.modules:
