@@ -375,3 +375,22 @@ def test_training_requests_are_checked_before_anything_starts(client):
     assert "1 to 8 distinct" in error(client.post("/api/compare", json={"runs": ["diff", "diff"]}), 400)
     assert client.post("/api/compare", json={"runs": ["missing"]}).status_code == 404
     assert not (client.root / "new").exists()
+
+
+def test_a_table_run_writes_its_rows_as_one_csv_item_and_takes_where(tmp_path):
+    from tabletools import TINY_TABLE_VAE, patients_csv
+
+    root = tmp_path / "runs"
+    genforge.train("vae", f"csv:{patients_csv(tmp_path)}", root / "patients", steps=5, batch_size=64, progress=False,
+                   overrides=TINY_TABLE_VAE)
+    with TestClient(create_app(root, cpu_jobs=1)) as c:
+        options = {o["name"] for o in c.get("/api/runs/patients").json()["capabilities"]["sample"]["settings"]}
+        assert "where" in options
+        job = submit(c, "/api/runs/patients/generate", {"seed": 0, "count": 20, "settings": {"where": "smoker=yes"}})
+        assert job["status"] == "done", job["error"]
+        (item_id,) = job["result"]["items"]
+        item = c.get(f"/api/gallery/{item_id}").json()
+        assert item["suffix"] == ".csv" and item["media_type"].startswith("text/csv") and item["params"]["where"]
+        rows = c.get(f"/api/gallery/{item_id}/file").text.strip().splitlines()
+        assert len(rows) == 21 and all(row.split(",")[1] == "yes" for row in rows[1:])
+        assert "has no value" in error(c.post("/api/runs/patients/generate", json={"settings": {"where": "smoker=maybe"}}), 400)

@@ -132,6 +132,11 @@ class Model:
             out = self.family.sample(n, generator=self._generator(seed), **settings)
         return (out.float() if out.is_floating_point() else out), 0
 
+    def check_sample(self, stop: Any = None, **conditions: Any) -> None:
+        """What ``sample`` checks before it draws anything, without drawing: a one-line ConfigError for a bad
+        setting (a front end that queues work, such as the studio, checks a request when it arrives)."""
+        self._family_settings(self.settings("sample", **({"stop": stop} if stop else {}), **conditions).given())
+
     def _family_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Checked sample settings as the family takes them: the same here; a class for one kind of data
         turns what only its data can resolve (a table's category names) into what the family sees."""

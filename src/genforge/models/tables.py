@@ -46,6 +46,12 @@ class TableModel(Model):
             settings = {**settings, "where": self.conditions(settings["where"])}
         return settings
 
+    def check_sample(self, stop: Any = None, **conditions: Any) -> None:
+        """``Model.check_sample``, with the asked constraints bound to this table."""
+        conditions = dict(conditions)
+        self.constraints(conditions.pop("constraints", None))
+        super().check_sample(stop, **conditions)
+
     def _sample_batch(self, n: int, seed: int, prompt: str | None, stop: Any, conditions: dict) -> pd.DataFrame:
         """``n`` rows meeting every constraint: rounds of decoded rows through ``Enforcement`` until ``n`` are kept.
         Round r > 0 draws with the seed ``step_seed(seed, -r)``, which no batch of the same call uses (those

@@ -52,8 +52,7 @@ class Studio:
         if prompt is not None or stop:
             if not model.offers("stream") and not model.offers("continue"):
                 raise ConfigError(f"prompt and stop apply to text runs; '{run_id}' holds {model.spec.modality} data")
-        capability = "sample"
-        model.settings(capability, **({"stop": stop} if stop and model.offers("stream") else {}), **settings)
+        model.check_sample(stop, **settings)
         if parent_id is not None:
             self._item(parent_id)
         seed = draw_seed(seed)
