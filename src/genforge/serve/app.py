@@ -33,6 +33,7 @@ from genforge.serve.work import Studio, cpu_slots, device_key
 
 STATIC = files("genforge.serve") / "static"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]", "testserver"]  # testserver: FastAPI's TestClient
+EVENT_POLL_S = 0.05  # how often an event stream looks for new events
 EVENT_WAIT_S = 15.0  # an event stream sends a comment at least this often, so proxies keep it open
 
 
@@ -54,7 +55,8 @@ def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, devic
         queue.close()  # a training job is asked to checkpoint and stop
         gallery.close()
 
-    app = FastAPI(title="genforge studio", version=__version__, lifespan=lifespan,
+    # docs_url/redoc_url off: FastAPI's doc pages fetch their scripts from a CDN, and the studio works offline
+    app = FastAPI(title="genforge studio", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Generate, refine and train with genforge runs; every output kept in a gallery.")
     app.state.studio = studio
 
@@ -184,15 +186,19 @@ def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, devic
         async def stream():
             seq, last = after, time.monotonic()
             while True:
-                found = await asyncio.to_thread(queue.events_since, job, seq, 1.0)
+                ended = job.status not in ("queued", "running")  # read first: an ended job's events are all there
+                found = queue.events_since(job, seq, 0)  # polled: no thread held per listener
                 for event in found:
                     seq, last = event["seq"], time.monotonic()
                     yield f"id: {seq}\nevent: {event['type']}\ndata: {json.dumps(event['data'], default=str)}\n\n"
-                if not found and job.status not in ("queued", "running"):
+                if found:
+                    continue
+                if ended:
                     return
                 if time.monotonic() - last >= EVENT_WAIT_S:
                     last = time.monotonic()
                     yield ": keep-alive\n\n"
+                await asyncio.sleep(EVENT_POLL_S)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

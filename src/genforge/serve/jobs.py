@@ -150,7 +150,7 @@ class JobQueue:
     def events_since(self, job: Job, seq: int, timeout: float) -> list[dict[str, Any]]:
         """The job's events after ``seq`` (waiting up to ``timeout`` seconds for one)."""
         with self._lock:
-            if len(job.events) <= seq and job.status in ("queued", "running"):
+            if len(job.events) <= seq and job.status in ("queued", "running") and timeout > 0:
                 self._lock.wait(timeout)
             return job.events[seq:]
 
