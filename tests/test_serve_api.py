@@ -71,6 +71,9 @@ def test_runs_are_listed_and_described_with_their_declared_capabilities(client):
     assert {"inpaint", "img2img"} <= set(diff["capabilities"]) and diff["writes"] == ".png"
     assert {"stream", "infill"} <= set(client.get("/api/runs/code").json()["capabilities"])
     assert "variations" in client.get("/api/runs/gan").json()["capabilities"]
+    assert diff["refine"] == {"inpaint": "inpaint", "img2img": "img2img", "variations": "sample"}
+    assert client.get("/api/runs/gan").json()["refine"] == {"variations": "variations", "interpolate": "encode"}
+    assert client.get("/api/runs/code").json()["refine"] == {"continue": "sample", "infill": "infill"}
 
 
 def test_training_curves_and_sample_grids(client):
@@ -394,3 +397,19 @@ def test_a_table_run_writes_its_rows_as_one_csv_item_and_takes_where(tmp_path):
         rows = c.get(f"/api/gallery/{item_id}/file").text.strip().splitlines()
         assert len(rows) == 21 and all(row.split(",")[1] == "yes" for row in rows[1:])
         assert "has no value" in error(c.post("/api/runs/patients/generate", json={"settings": {"where": "smoker=maybe"}}), 400)
+
+
+def test_a_vae_run_edits_an_attribute_and_inverts_for_variations(tmp_path):
+    root = tmp_path / "runs"
+    genforge.train("vae", "digits", root / "vae", steps=5, progress=False,
+                   overrides=["model.width=8", "train.sample_every=0"])
+    with TestClient(create_app(root, cpu_jobs=1)) as c:
+        item = submit(c, "/api/runs/vae/generate", {"seed": 0, "count": 1, "settings": {"label": 3}})["result"]["items"][0]
+        job = submit(c, "/api/runs/vae/refine", {"mode": "attribute", "input_id": item, "source": 3, "target": 8,
+                                                  "strength": 1.0, "count": 3, "seed": 0, "settings": {"per_label": 5}})
+        assert job["status"] == "done", job["error"]
+        edited = [c.get(f"/api/gallery/{i}").json() for i in job["result"]["items"]]
+        assert [e["params"]["strengths"] for e in edited][0] == [0.0, 0.5, 1.0]
+        assert all(e["parent_id"] == item and e["params"]["attribute"] == "3:8" for e in edited)
+        job = submit(c, "/api/runs/vae/refine", {"mode": "variations", "input_id": item, "count": 2, "seed": 1})
+        assert job["status"] == "done" and len(job["result"]["items"]) == 2

@@ -29,7 +29,7 @@ from genforge.serve.catalog import STUDIO_DIR, Catalog, RunNotFound
 from genforge.serve.gallery import Gallery, ItemNotFound
 from genforge.serve.jobs import JobNotFound, JobQueue, QueueFull
 from genforge.serve.security import MAX_BODY, BodyLimit, TokenGate, decode_data_url, decode_image, png_of
-from genforge.serve.work import Studio, cpu_slots, device_key
+from genforge.serve.work import Studio, cpu_slots, device_key, refine_modes
 
 STATIC = files("genforge.serve") / "static"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]", "testserver"]  # testserver: FastAPI's TestClient
@@ -93,7 +93,8 @@ def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, devic
     @app.get("/api/runs/{run_id}")
     def run(run_id: str) -> dict:
         """Family, data, progress, latest scores, config and, once it has weights, every capability with its
-        settings (what the page builds its forms from)."""
+        settings, and the refine modes it offers with the capability whose settings each takes (what the page
+        builds its forms from)."""
         opened = catalog.open(run_id)
         about = {**catalog.summary(opened), "config": opened.config.to_dict(), "capabilities": None,
                  "parameters": None, "writes": None}
@@ -102,7 +103,8 @@ def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, devic
             described = model.describe()
             about.update(capabilities=described["capabilities"], parameters=described["parameters"],
                          writes=described["data"]["writes"], class_names=described["data"]["class_names"],
-                         num_classes=described["data"]["num_classes"], latest_eval=described["latest_eval"])
+                         num_classes=described["data"]["num_classes"], latest_eval=described["latest_eval"],
+                         refine=refine_modes(model))
         return about
 
     @app.get("/api/runs/{run_id}/metrics")

@@ -136,7 +136,7 @@ class Studio:
                 raise ConfigError("attribute needs source and target labels (class ids or names)")
             top = 1.5 if strength is None else strength
             strengths = [top * i / max(count - 1, 1) for i in range(count)]
-            model.settings("encode", **settings)
+            model.settings("attribute", **settings)
             return lambda folder: (model.edit_attribute(image, source, target, strengths, seed=seed, **settings),
                                    {"attribute": f"{source}:{target}", "strengths": strengths, **settings})
         raise ConfigError(f"unknown refine mode {mode!r}")
@@ -313,6 +313,29 @@ class Studio:
     def _outputs(self, model, run_id: str, mode: str, parent_id: str | None, ctx: JobContext) -> Outputs:
         return Outputs(self.gallery, self.studio_dir, model, run_id, mode, parent_id, ctx.job.id,
                        on_item=lambda item: ctx.emit("item", item))
+
+
+def refine_modes(model) -> dict[str, str]:
+    """The refine modes a loaded run offers, each with the capability whose settings it takes (what the page
+    builds the refine form from): image runs inpaint, img2img, vary, interpolate and edit as their family
+    declares; text runs continue, and fill in the middle when trained for it."""
+    from genforge.models import ImageModel, TextModel
+
+    modes: dict[str, str] = {}
+    if isinstance(model, ImageModel):
+        for mode, capability in (("inpaint", "inpaint"), ("img2img", "img2img")):
+            if model.offers(capability):
+                modes[mode] = capability
+        modes["variations"] = "variations" if model.offers("variations") else "sample"
+        if model.offers("interpolate") and model.offers("encode"):
+            modes["interpolate"] = "encode"
+        if model.offers("attribute"):
+            modes["attribute"] = "attribute"
+    if isinstance(model, TextModel):
+        modes["continue"] = "sample"
+        if model.offers("infill"):
+            modes["infill"] = "infill"
+    return modes
 
 
 def _names(model, capability: str) -> set[str]:
