@@ -57,12 +57,24 @@ def table_runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def studio_runs(tmp_path_factory):
-    """Tiny diffusion, GAN and code-transformer runs for the studio's tests (studiotools), trained once per
-    worker; tests copy them (``studiotools.copy_runs``) so each has its own gallery."""
+def studio_runs(tmp_path_factory, request):
+    """Tiny diffusion, GAN and code-transformer runs for the studio's tests (studiotools), trained once per test
+    session: the workers of a parallel session share them (the first to ask trains them under a file lock, the
+    others wait and read). Tests copy them (``studiotools.copy_runs``) so each has its own gallery."""
+    import fcntl
+
     from studiotools import make_studio_runs
 
-    return make_studio_runs(tmp_path_factory.mktemp("studio") / "runs")
+    if not hasattr(request.config, "workerinput"):
+        return make_studio_runs(tmp_path_factory.mktemp("studio") / "runs")
+    shared = tmp_path_factory.getbasetemp().parent / "studio-runs"
+    shared.mkdir(exist_ok=True)
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "done").exists():
+            make_studio_runs(shared / "runs")
+            (shared / "done").touch()
+    return shared / "runs"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,7 +13,7 @@ TINY_GAN = ["model.width=8", "train.sample_every=5", "train.grid_size=4"]
 TINY_CODE = ["data.fim_rate=0.5", "data.block_size=32", "model.n_layer=1", "model.n_embd=16", "model.n_head=2",
              "train.grid_size=2", "train.sample_every=5"]
 # what the page's training form sends for a run that trains in seconds
-TINY_TRAIN_SETS = TINY_DIFFUSION[:4] + ["train.sample_every=2", "train.grid_size=4", "train.log_every=1"]
+TINY_TRAIN_SETS = TINY_DIFFUSION[:5] + ["train.sample_every=2", "train.grid_size=4", "train.log_every=1"]
 
 
 def make_studio_runs(root: Path) -> Path:

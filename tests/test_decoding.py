@@ -602,3 +602,15 @@ def test_decoding_settings_are_checked_once_and_split_from_other_options():
     a = Decoding(temperature=0.7, top_k=4, min_p=0.1).next_token(logits, torch.Generator().manual_seed(1))
     b = next_token(logits, torch.Generator().manual_seed(1), 0.7, 4, min_p=0.1)
     assert torch.equal(a, b)
+
+
+def test_a_tiny_temperature_or_penalty_draws_the_argmax_instead_of_failing():
+    from genforge.sampling.tokens import next_token
+
+    logits = torch.tensor([[1.0, 2.0, 0.5, float("-inf")], [-3e3, -1e3, -2e3, -4e3]])
+    for temperature in (1e-300, 1e-40, 1e-30):
+        generator = torch.Generator().manual_seed(0)
+        assert next_token(logits, temperature=temperature, generator=generator).tolist() == [1, 1]
+    seen = torch.tensor([[0], [3]])  # a near-zero penalty makes the seen token all but certain
+    drawn = next_token(logits, temperature=0.5, repetition_penalty=1e-300, seen=seen, generator=torch.Generator())
+    assert drawn.tolist() == [0, 3]

@@ -10,16 +10,14 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from browsertools import BROWSER_ARGS, artifacts_dir, chromium
 from genforge.evaluate.report import (
     MetricsTable,
     ReportRun,
@@ -191,42 +189,19 @@ def test_report_renders_when_pieces_are_missing(tmp_path):
     assert out == tmp_path / "sub" / "r.html" and out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
-def _artifacts_dir() -> Path:
-    d = Path(os.environ.get("GENFORGE_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def _chromium() -> str:
-    """Debian's chromium, or a test failure that says how to get it (a skip only when asked for)."""
-    if os.environ.get("GENFORGE_SKIP_BROWSER") == "1":
-        pytest.skip("GENFORGE_SKIP_BROWSER=1")
-    exe = shutil.which("chromium")
-    if exe is None:
-        pytest.fail("chromium is not on PATH: install it with `apt-get install -y chromium` "
-                    "(or set GENFORGE_SKIP_BROWSER=1 to skip this test on purpose)", pytrace=False)
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.fail("playwright is not installed: `pip install playwright` (it drives the system chromium; "
-                    "never run `playwright install`)", pytrace=False)
-    return exe
-
-
 @pytest.mark.slow
 def test_report_in_headless_chromium(tmp_path):
-    exe = _chromium()
+    exe = chromium()
     from playwright.sync_api import sync_playwright
 
     runs, tables = make_runs(), make_tables()
     path = write_report(tmp_path / "report.html", runs, tables, subtitle="4 runs, 2 tables")
-    shot = _artifacts_dir() / "report.png"
+    shot = artifacts_dir() / "report.png"
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=exe,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=BROWSER_ARGS,
         )
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})

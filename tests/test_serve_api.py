@@ -140,6 +140,23 @@ def test_text_streams_piece_by_piece_and_the_pieces_make_the_stored_text(client)
                                                                              max_new_tokens=24)[0]
 
 
+def test_stop_strings_come_once_and_an_event_stream_resumes_after_its_last_event(client):
+    assert "once" in error(client.post("/api/runs/code/generate", json={
+        "count": 1, "stop": ["a"], "settings": {"stop": "b"}}), 400)
+    job = submit(client, "/api/runs/code/generate", {"seed": 0, "count": 1, "settings": {"stop": "\n", "max_new_tokens": 8}})
+    assert job["status"] == "done" and "\n" not in client.get(f"/api/gallery/{job['result']['items'][0]}").json()["text"][1:]
+    whole = client.get(f"/api/jobs/{job['id']}/events").text
+    resumed = client.get(f"/api/jobs/{job['id']}/events", headers={"Last-Event-ID": "2"}).text
+    assert whole.startswith("id: 1\n") and resumed.startswith("id: 3\n") and whole.endswith(resumed)
+
+
+def test_the_catalog_lists_families_and_built_in_sources(client):
+    catalog = client.get("/api/catalog").json()
+    assert {"diffusion", "gan", "vae", "transformer", "vqvae"} <= set(catalog["families"])
+    sources = {s["name"]: s for s in catalog["sources"]}
+    assert sources["digits"]["modality"] == "image" and sources["breast_cancer"]["modality"] == "table"
+
+
 def test_settings_are_checked_against_what_the_run_declares(client):
     cases = [
         ("diff", {"settings": {"sampler": "nope"}}, 400, "unknown sampler"),

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from genforge.config import Range
 from genforge.data.spec import KINDS, DataSpec
 from genforge.errors import ConfigError
 from genforge.families.capabilities import Plain, Settings, declare, offered
@@ -118,6 +119,11 @@ class Family(nn.Module, abc.ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def setting_ranges(self) -> dict[str, Range]:
+        """Ranges this model puts on its capabilities' options beyond their declared ones (a diffusion model:
+        sampling steps up to its timesteps): a loaded run checks them with the rest, and shows them."""
+        return {}
 
     def labels_for(self, n: int, label: Any, generator: torch.Generator | None) -> torch.Tensor | None:
         """(n,) labels for sampling, drawn as ``sample`` draws them (``label`` None: uniformly random from

@@ -68,12 +68,13 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
-    def describe(cls) -> list[dict[str, Any]]:
-        """Each option: name, kind, default, range, choices, help (JSON-ready)."""
+    def describe(cls, ranges: dict[str, Range] | None = None) -> list[dict[str, Any]]:
+        """Each option: name, kind, default, range, choices, help (JSON-ready); ``ranges`` are a model's own
+        ranges for some options (``Family.setting_ranges``), shown instead of the declared ones."""
         out = []
         for f in fields(cls):
             meta = f.metadata
-            valid: Range | None = meta.get("range")
+            valid: Range | None = (ranges or {}).get(f.name, meta.get("range"))
             entry = {"name": f.name, "kind": meta["kind"], "default": None if f.default is MISSING else f.default,
                      "help": meta["help"]}
             if valid is not None:
@@ -166,10 +167,11 @@ def offered(table: dict[str, type[Settings]]) -> str:
     return ", ".join(table) if table else "nothing"
 
 
-def describe_table(table: dict[str, type[Settings]]) -> dict[str, Any]:
-    """A family's capability table as JSON: each capability's summary, inputs and options."""
+def describe_table(table: dict[str, type[Settings]], ranges: dict[str, Range] | None = None) -> dict[str, Any]:
+    """A family's capability table as JSON: each capability's summary, inputs and options (with a model's own
+    ``ranges`` where it has them)."""
     return {name: {"summary": CAPABILITIES[name][0], "inputs": list(CAPABILITIES[name][1]),
-                   "settings": settings.describe()} for name, settings in table.items()}
+                   "settings": settings.describe(ranges)} for name, settings in table.items()}
 
 
 # ---- the settings each family declares ------------------------------------------------------------

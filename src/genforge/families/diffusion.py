@@ -117,6 +117,9 @@ class Diffusion(Family):
         # derived from the config, so not saved with the weights; float32 because MPS has no float64
         self.register_buffer("alphas_cumprod", abar.float(), persistent=False)
 
+    def setting_ranges(self) -> dict[str, Range]:
+        return {"steps": Range(1, self.config.timesteps, hint="the model's timesteps")}
+
     # ---- the network and its parametrisation --------------------------------------------------
     def net(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The raw network output (eps, v or x0, per config.prediction) for VP inputs x_t at timesteps t."""

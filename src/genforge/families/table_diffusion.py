@@ -242,6 +242,9 @@ class TableDiffusion(Family):
                 return self.draw(n, generator, steps)
             return draw_matching(lambda k: self.draw(k, generator, steps), n, self.spans, where)
 
+    def setting_ranges(self) -> dict[str, Range]:
+        return {"steps": Range(1, self.config.timesteps, hint="the model's timesteps")}
+
     def steps_for(self, steps: int | None) -> int:
         """The reverse steps to take: ``steps`` when given (1 to timesteps), else the run's default, which a
         shorter chain caps at its timesteps (model.timesteps=20 alone walks all 20)."""

@@ -9,6 +9,7 @@ family declares and its class serves (``serves``), less those its data rules out
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -55,7 +56,17 @@ class Model:
         if capability not in table:
             raise ConfigError(f"{self.run.path} is a {self.run.config.family} run, which has no {capability}; "
                               f"it offers: {offered(table)}")
-        return table[capability].make(values, self.run.config.family, capability)
+        settings = table[capability].make(values, self.run.config.family, capability)
+        ranges = self.family.setting_ranges()  # what this model allows (steps up to its timesteps, ...)
+        for f in fields(settings):
+            value = getattr(settings, f.name)
+            if value is None:
+                continue
+            if f.name in ranges:
+                ranges[f.name].check(f.name, value, integer=f.metadata["kind"] == "int")
+            if f.metadata["kind"] == "label":  # one of this run's classes (a run without classes takes none)
+                self.family.labels_for(1, value, None)
+        return settings
 
     def _require(self, capability: str, what: str):
         """The family, when this run offers ``capability`` (``what`` names it for the error)."""
@@ -70,7 +81,7 @@ class Model:
         """The capability table as JSON (``genforge info RUN --json``): summaries, inputs, every option."""
         from genforge.families.capabilities import describe_table
 
-        return describe_table(self.capabilities)
+        return describe_table(self.capabilities, self.family.setting_ranges())
 
     def describe(self) -> dict[str, Any]:
         """What ``genforge info`` shows, JSON-ready: family, data, parameters, progress, the last training

@@ -104,7 +104,7 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
         return logits
     seen = seen.to(device=logits.device, dtype=torch.long).view(logits.shape[0], -1)
     score = logits.gather(-1, seen)
-    score = torch.where(score < 0, score * penalty, score / penalty)
+    score = _finite(torch.where(score < 0, score * penalty, score / penalty))
     return logits.scatter(-1, seen, score)
 
 
@@ -112,7 +112,17 @@ def scale_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide by ``temperature`` > 0: below 1 sharpens the distribution, above 1 flattens it."""
     if temperature <= 0:
         raise ConfigError(f"temperature must be > 0 to scale logits, got {temperature}; use 0 only for greedy decoding")
-    return logits / temperature
+    temperature = max(temperature, torch.finfo(logits.dtype).tiny)  # below it, the logits' type reads 0
+    scaled = logits / temperature
+    if (torch.isfinite(logits) & ~torch.isfinite(scaled)).any():  # a tiny temperature overflowed (softmax: NaN)
+        scaled = (logits - logits.amax(-1, keepdim=True)) / temperature  # the same distribution: the argmax at 0
+    return scaled
+
+
+def _finite(logits: torch.Tensor) -> torch.Tensor:
+    """A tiny penalty overflows logits to +-inf: keep them at the largest finite values instead."""
+    big = torch.finfo(logits.dtype).max
+    return torch.nan_to_num(logits, posinf=big, neginf=-big)
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Optional
 
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, Header, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -35,6 +37,33 @@ STATIC = files("genforge.serve") / "static"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]", "testserver"]  # testserver: FastAPI's TestClient
 EVENT_POLL_S = 0.05  # how often an event stream looks for new events
 EVENT_WAIT_S = 15.0  # an event stream sends a comment at least this often, so proxies keep it open
+
+
+class SafeJSON(JSONResponse):
+    """JSON any client parses: non-finite numbers (a diverged run's loss) as null, text as ASCII escapes (a lone
+    surrogate a client sent, quoted back in an error, cannot break the reply)."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def describe_invalid(errors) -> str:
+    """FastAPI's validation errors as one line: "body.count: Input should be less than or equal to 64; ..."."""
+    parts = []
+    for error in list(errors)[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "the request is not valid"
 
 
 def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, device: str = "auto",
@@ -57,6 +86,7 @@ def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, devic
 
     # docs_url/redoc_url off: FastAPI's doc pages fetch their scripts from a CDN, and the studio works offline
     app = FastAPI(title="genforge studio", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  default_response_class=SafeJSON,
                   description="Generate, refine and train with genforge runs; every output kept in a gallery.")
     app.state.studio = studio
 
@@ -70,8 +100,13 @@ def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, devic
 
     @app.exception_handler(GenforgeError)
     async def _user_error(request: Request, e: GenforgeError):
-        return JSONResponse({"detail": str(e)}, status_code=_status(e),
-                            headers={"Retry-After": "5"} if isinstance(e, QueueFull) else None)
+        return SafeJSON({"detail": str(e)}, status_code=_status(e),
+                        headers={"Retry-After": "5"} if isinstance(e, QueueFull) else None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        """One line per problem, naming the field; the bad value is not echoed back (it may be anything)."""
+        return SafeJSON({"detail": describe_invalid(e.errors())}, status_code=422)
 
     # ---- the page ------------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -84,6 +119,16 @@ def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, devic
     def health() -> dict:
         return {"ok": True, "version": __version__, "device": key, "queue": {"max_queued": queue.max_queued,
                                                                              "slots": queue.slots}}
+
+    @app.get("/api/catalog")
+    def what_there_is() -> dict:
+        """What a new run can be made of: the families and the built-in data sources (the training form)."""
+        from genforge.families import FAMILIES
+        from genforge.modalities.prepare import builtin_sources
+
+        return {"families": list(FAMILIES),
+                "sources": [{"name": name, "modality": modality.name, "description": description}
+                            for name, (modality, description) in builtin_sources().items()]}
 
     # ---- runs ------------------------------------------------------------------------------------------
     @app.get("/api/runs")
@@ -180,10 +225,14 @@ def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, devic
         return queue.describe(queue.cancel(job_id))
 
     @app.get("/api/jobs/{job_id}/events")
-    async def events(job_id: str, after: int = Query(0, ge=0, le=2**40)) -> StreamingResponse:
+    async def events(job_id: str, after: int = Query(0, ge=0, le=2**40),
+                     last_event_id: Optional[str] = Header(None, max_length=20)) -> StreamingResponse:
         """Server-Sent Events: status, progress (done, total, eta_s), piece (streamed text), item (a finished
-        output); the stream ends when the job does. ``after`` resumes after an event's ``seq``."""
+        output); the stream ends when the job does. ``after`` (or the Last-Event-ID header a reconnecting
+        EventSource sends) resumes after that event's ``seq``."""
         job = queue.get(job_id)
+        if last_event_id is not None and last_event_id.isdigit():
+            after = max(after, int(last_event_id))
 
         async def stream():
             seq, last = after, time.monotonic()

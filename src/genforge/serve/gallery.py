@@ -115,6 +115,7 @@ class Gallery:
         self._conn: sqlite3.Connection | None = None
         try:
             alone = self._take_folder_lock()
+            self.alone = alone  # no other gallery open on this folder: what a kill left beside it may go too
             self._conn = self._connect()
             if alone:
                 self._sweep()

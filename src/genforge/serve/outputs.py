@@ -24,12 +24,10 @@ TEXT_PREVIEW = 20_000  # characters of a text item kept in the gallery's row
 class Outputs:
     """Where one job's results go: a scratch folder for the codec, then the gallery."""
 
-    def __init__(self, gallery, studio_dir: Path, model, run_id: str, mode: str, parent_id: str | None,
+    def __init__(self, gallery, scratch: Path, model, run_id: str, mode: str, parent_id: str | None,
                  job_id: str, on_item: Callable[[dict], None] | None = None):
         self.gallery, self.model, self.run_id, self.mode = gallery, model, run_id, mode
         self.parent_id, self.job_id, self.on_item = parent_id, job_id, on_item
-        scratch = studio_dir / "scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix=f"{job_id[:8]}-", dir=scratch))
         self.items: list[dict] = []
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scalar = Union[int, float, str, bool]  # a setting's value, as the run's capabilities take it
 SettingValue = Union[Scalar, list[Scalar], dict[str, Scalar], None]
@@ -15,7 +15,28 @@ MAX_TEXT = 50_000  # characters of a prompt, prefix or suffix
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _text_is_unicode(self):
+        """No lone surrogates anywhere (JSON allows them, UTF-8 files and SQLite text do not)."""
+        _check_text(self.model_dump())
+        return self
+
+
+def _check_text(value) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text holds a lone surrogate (not valid Unicode)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k)
+            _check_text(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_text(v)
 
 
 class GenerateRequest(Strict):

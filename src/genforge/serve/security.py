@@ -106,18 +106,34 @@ class BodyLimit:
                     return await _reply(send, 400, "Content-Length is not a number")
                 if too_big:
                     return await _reply(send, 413, f"the request is larger than {self.limit // 2**20} MiB")
-        seen = 0
+        seen, over, started = 0, False, False
 
-        async def counted():
-            nonlocal seen
+        async def counted():  # a body without a length: counted as it comes, cut off once over the limit
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise ConfigError(f"the request is larger than {self.limit // 2**20} MiB")
+                    over = True
+                    return {"type": "http.disconnect"}  # the app stops reading; the 413 is sent below
             return message
 
-        return await self.app(scope, counted, send)
+        async def watched(message):
+            nonlocal started
+            if over:
+                return  # whatever the app makes of a cut-off body, the answer is the 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await _reply(send, 413, f"the request is larger than {self.limit // 2**20} MiB")
 
 
 def decode_image(data: bytes, what: str = "the image") -> Image.Image:

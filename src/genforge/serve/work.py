@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from genforge.serve.jobs import JobContext
 from genforge.serve.outputs import Outputs
 
 SEED_MAX = 2**31 - 1
+SCRATCH = "scratch"  # under the studio folder: what a job writes before the gallery takes it
 TRAIN_POLL_S = 0.5
 
 
@@ -44,11 +46,21 @@ class Studio:
         self.catalog, self.gallery, self.queue = catalog, gallery, queue
         self.studio_dir, self.device_key, self.data_dir = studio_dir, device_key, data_dir
         self.compare_n, self.compare_n_text = compare_n, compare_n_text
+        self.scratch = studio_dir / SCRATCH
+        if gallery.alone:  # no other studio on this folder: a killed job's scratch files are leftovers
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(parents=True, exist_ok=True)
 
     # ---- generate ------------------------------------------------------------------------------
     def generate(self, run_id: str, *, seed: int, count: int, prompt: str | None, stop: list[str] | None,
                  settings: dict[str, Any], parent_id: str | None = None, mode: str = "sample"):
         model, lock = self.catalog.model(run_id)
+        settings = dict(settings)
+        if settings.get("stop") is not None:  # stop strings given among the declared settings
+            if stop:
+                raise ConfigError("give stop strings once: as 'stop' or as settings.stop, not both")
+            stop = settings.pop("stop")
+            stop = [stop] if isinstance(stop, str) else stop
         if prompt is not None or stop:
             if not model.offers("stream") and not model.offers("continue"):
                 raise ConfigError(f"prompt and stop apply to text runs; '{run_id}' holds {model.spec.modality} data")
@@ -143,7 +155,7 @@ class Studio:
 
     def _mask(self, model, mask: bytes, like: Path):
         """The uploaded mask checked against the input image's size (``ImageModel.load_mask``)."""
-        with tempfile.NamedTemporaryFile(suffix=".png", dir=self.studio_dir) as f:
+        with tempfile.NamedTemporaryFile(suffix=".png", dir=self.scratch) as f:
             f.write(mask)
             f.flush()
             return model.load_mask(f.name, like=like)
@@ -210,12 +222,12 @@ class Studio:
     def data_source(self, data: str) -> str:
         """A built-in source name, or ``kind:PATH`` with PATH inside the server's ``--data-dir`` (the only
         files a client may have read)."""
-        from genforge.modalities import list_sources
+        from genforge.modalities.prepare import builtin_sources
 
         if not isinstance(data, str) or not data:
             raise ConfigError("data must be a built-in source name or kind:PATH")
         if ":" not in data:
-            names = [s["name"] for s in list_sources()]
+            names = list(builtin_sources())
             if data not in names:
                 raise ConfigError(f"unknown data source '{data}'; built-in sources: {', '.join(names)}")
             return data
@@ -311,7 +323,7 @@ class Studio:
         return item
 
     def _outputs(self, model, run_id: str, mode: str, parent_id: str | None, ctx: JobContext) -> Outputs:
-        return Outputs(self.gallery, self.studio_dir, model, run_id, mode, parent_id, ctx.job.id,
+        return Outputs(self.gallery, self.scratch, model, run_id, mode, parent_id, ctx.job.id,
                        on_item=lambda item: ctx.emit("item", item))
 
 
@@ -392,4 +404,5 @@ def device_key(device: str) -> str:
 
 
 def cpu_slots() -> int:
-    return max(1, (os.cpu_count() or 2) // 2)
+    """Jobs at once on a CPU: one per core (so a training run leaves room to generate on a 2-core laptop)."""
+    return max(1, os.cpu_count() or 1)
