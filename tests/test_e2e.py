@@ -18,8 +18,8 @@ from genforge.io import load_tensors
 def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     from genforge.modalities import prepare
 
-    common = ["--family", "vae", "--data", "digits", "--steps", "600", "--quiet", "--set", "train.ckpt_every=100000",
-              "--set", "train.sample_every=0", "--set", "train.log_every=5"]
+    common = ["--family", "vae", "--data", "digits", "--steps", "200", "--quiet", "--set", "train.ckpt_every=100000",
+              "--set", "train.sample_every=0", "--set", "train.log_every=5", "--set", "model.width=8"]
     prepare("digits", progress=False)  # in the session's cache before two processes read it
     # the uninterrupted run trains alongside the interrupted one: one thread each, on two cores
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -39,7 +39,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
     stopped_at = int(err.split("interrupted at step ")[1].split(";")[0])
-    assert 0 < stopped_at < 600
+    assert 0 < stopped_at < 200
 
     resumed = subprocess.run(command("train", "--out", part, "--resume", "--quiet"), capture_output=True, text=True,
                              timeout=600, env=env)

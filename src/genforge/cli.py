@@ -436,8 +436,8 @@ def serve(
                                         help="Secret every request must carry (open the page as /?token=TOKEN)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps: where jobs run."),
     max_queued: int = typer.Option(16, "--max-queued", help="Jobs that may wait; more are refused (HTTP 429)."),
-    cpu_jobs: Optional[int] = typer.Option(None, "--cpu-jobs", help="Jobs running at once on a CPU (default: half "
-                                           "the cores); a GPU runs one at a time."),
+    cpu_jobs: Optional[int] = typer.Option(None, "--cpu-jobs", help="Jobs running at once on a CPU (default: one "
+                                           "per core); a GPU runs one at a time."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder whose files the page may train on "
                                             "(folder:NAME, csv:NAME.csv, ...); built-in sources need nothing."),
 ) -> None:

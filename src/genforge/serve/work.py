@@ -101,7 +101,7 @@ class Studio:
 
         def work(ctx: JobContext) -> dict:
             with lock, self._outputs(model, run_id, mode, image_item["id"], ctx) as out:
-                images, params = call(out.folder)
+                images, params = call()
                 items = out.store_images(images, {"family": model.run.config.family, "seed": seed, **params})
                 return {"seed": seed, "items": [i["id"] for i in items]}
 
@@ -110,48 +110,46 @@ class Studio:
 
     def _image_call(self, model, mode: str, image_path: Path, other_id: str | None, mask: bytes | None,
                     strength: float | None, count: int, seed: int, settings: dict, source: Any, target: Any):
-        """The checked refinement as a function of a scratch folder: (images, parameters to record)."""
+        """The refinement, checked now, as a call for later: () -> (images, parameters to record). Settings are
+        those of the capability ``refine_modes`` names; strengths default as ``genforge refine``'s do."""
         from genforge.models import ImageModel
+        from genforge.refine import DEFAULT_ATTRIBUTE_STRENGTH, DEFAULT_LATENT_STRENGTH
 
         if not isinstance(model, ImageModel):
             raise ConfigError(f"{mode} applies to image runs; this run holds {model.spec.modality} data")
-        capability = {"variations": "variations", "interpolate": "interpolate", "attribute": "attribute"}.get(mode, mode)
-        if not model.offers(capability):
-            raise ConfigError(f"{mode} needs a run that offers {capability}; this {model.run.config.family} run "
-                              f"offers: {', '.join(model.capabilities)}")
+        modes = refine_modes(model)
+        if mode not in modes:
+            raise ConfigError(f"{mode} needs a run that offers {mode}; this {model.run.config.family} run refines "
+                              f"images by: {', '.join(modes)}")
         image = model.load_image(image_path)
         if mode == "inpaint":
             if mask is None:
                 raise ConfigError("inpaint needs a mask: a PNG the size of the input image, white where to generate")
-            model.settings("inpaint", **settings)
+            model.settings(modes[mode], **settings)
             mask_t = self._mask(model, mask, image_path)
-            return lambda folder: (model.inpaint(image, mask_t, n=count, seed=seed, **settings), settings)
+            return lambda: (model.inpaint(image, mask_t, n=count, seed=seed, **settings), settings)
         if mode == "img2img":
-            strength = 0.5 if strength is None else strength
-            model.settings("img2img", strength=strength, **settings)
-            return lambda folder: (model.img2img(image, strength, n=count, seed=seed, **settings),
-                                   {"strength": strength, **settings})
+            strength = model.settings(modes[mode], strength=strength, **settings).strength  # default: declared
+            return lambda: (model.img2img(image, strength, n=count, seed=seed, **settings),
+                            {"strength": strength, **settings})
         if mode == "variations":
-            strength = 0.3 if strength is None else strength
-            model.settings("variations", strength=strength, **settings)
-            return lambda folder: (model.variations(image, n=count, seed=seed, strength=strength, **settings)[1],
-                                   {"strength": strength, **settings})
+            strength = DEFAULT_LATENT_STRENGTH if strength is None else strength
+            model.settings(modes[mode], strength=strength, **settings)
+            return lambda: (model.variations(image, n=count, seed=seed, strength=strength, **settings)[1],
+                            {"strength": strength, **settings})
         if mode == "interpolate":
             other = self._image_input(model, model.run.path.name, other_id, "interpolate needs a second image (other_id)")
             other_path = self.gallery.path(other)
-            model.settings("encode", **settings)
-            steps = max(count, 2)
-            return lambda folder: (model.interpolate_images(image_path, other_path, n=steps, seed=seed, **settings),
-                                   {"towards": other["id"], **settings})
-        if mode == "attribute":
-            if source is None or target is None:
-                raise ConfigError("attribute needs source and target labels (class ids or names)")
-            top = 1.5 if strength is None else strength
-            strengths = [top * i / max(count - 1, 1) for i in range(count)]
-            model.settings("attribute", **settings)
-            return lambda folder: (model.edit_attribute(image, source, target, strengths, seed=seed, **settings),
-                                   {"attribute": f"{source}:{target}", "strengths": strengths, **settings})
-        raise ConfigError(f"unknown refine mode {mode!r}")
+            model.settings(modes[mode], **settings)
+            return lambda: (model.interpolate_images(image_path, other_path, n=max(count, 2), seed=seed, **settings),
+                            {"towards": other["id"], **settings})
+        if source is None or target is None:  # attribute
+            raise ConfigError("attribute needs source and target labels (class ids or names)")
+        top = DEFAULT_ATTRIBUTE_STRENGTH if strength is None else strength
+        strengths = [top * i / max(count - 1, 1) for i in range(count)]
+        model.settings(modes[mode], **settings)
+        return lambda: (model.edit_attribute(image, source, target, strengths, seed=seed, **settings),
+                        {"attribute": f"{source}:{target}", "strengths": strengths, **settings})
 
     def _mask(self, model, mask: bytes, like: Path):
         """The uploaded mask checked against the input image's size (``ImageModel.load_mask``)."""
