@@ -26,6 +26,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from genforge import __version__
 from genforge.errors import GenforgeError
+from genforge.io import ensure_dir
 from genforge.serve import schemas
 from genforge.serve.catalog import STUDIO_DIR, Catalog, RunNotFound
 from genforge.serve.gallery import Gallery, ItemNotFound
@@ -69,11 +70,11 @@ def describe_invalid(errors) -> str:
 def create_app(runs_dir: str | Path = "runs", *, token: str | None = None, device: str = "auto",
                max_queued: int = 16, cpu_jobs: int | None = None, data_dir: str | Path | None = None,
                compare_n: int = 200) -> FastAPI:
-    root = Path(runs_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = ensure_dir(runs_dir, "runs folder")
     studio_dir = root / STUDIO_DIR
     key = device_key(device)
-    queue = JobQueue({key: 1 if key.startswith("cuda") else (cpu_jobs or cpu_slots())}, max_queued=max_queued)
+    # one job at a time on an accelerator (its memory is the limit), a few on a CPU
+    queue = JobQueue({key: (cpu_jobs or cpu_slots()) if key == "cpu" else 1}, max_queued=max_queued)
     gallery = Gallery(studio_dir)
     catalog = Catalog(root, device)
     studio = Studio(catalog, gallery, queue, studio_dir, key, Path(data_dir) if data_dir else None, compare_n)
