@@ -119,6 +119,17 @@ def test_health_warnings_need_a_lasting_symptom_and_fire_once_per_stretch():
     assert gan.health_warnings({}) == []  # records without these keys (other logs) are fine
 
 
+def test_health_warnings_wait_for_the_start_of_training_to_pass():
+    from genforge.families.gan import HEALTH_WARMUP_STEPS
+
+    gan = make()
+    start = {"gen/spread": 0.13, "disc/real_spread": 0.6, "disc/real_acc": 1.0, "disc/fake_acc": 1.0}
+    early = [gan.health_warnings({**start, "step": step}) for step in range(25, HEALTH_WARMUP_STEPS, 25)]
+    assert early == [[]] * len(early)  # a narrow generator and a winning D at first: how GANs start
+    later = [gan.health_warnings({**start, "step": HEALTH_WARMUP_STEPS + 25 * i}) for i in range(4)]
+    assert later[:3] == [[], [], []] and len(later[3]) == 2  # the same symptoms once past the start: both reported
+
+
 def test_trainer_logs_grad_norms_and_health_warnings(tmp_path):
     import json
 
