@@ -189,10 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= k <= family.config.timesteps:
             parser.error(f"steps must be between 1 and {family.config.timesteps} (the run's timesteps), got {k}")
     prepared = prepare(config.data.source, config.data, progress=False)
-    evaluator = Evaluator(model.run, prepared, features=args.features, n=args.n, seed=args.seed,
+    evaluator = Evaluator(prepared, data=config.data.source, features=args.features, n=args.n, seed=args.seed,
                           device=model.device, progress=False)
-    reference = evaluator.reference_features().numpy()
-    real_result = evaluator.reference_result()  # None when the held-out split has fewer than n images
+    scorer = evaluator.scorer
+    reference = scorer.reference_features().numpy()
+    real_result = evaluator.reference_result(model.run)  # None when the held-out split has fewer than n images
     real = real_result["metrics"] if real_result else None
 
     mc = family.config
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         name, spacing, k = key
         options = {"steps": k, "sampler": name, "spacing": spacing, "eta": 0.0 if name == "ddim" else None}
         images, seconds = draw(family, args.n, args.batch, args.seed, model.amp_dtype, **options)
-        metrics = image_scores(reference, evaluator.features(images).numpy(), train=reference, seed=args.seed)
+        metrics = image_scores(reference, scorer.features(images).numpy(), train=reference, seed=args.seed)
         cells[key] = {**{m: float(metrics[m]) for m in ("fd", "kid", "precision", "recall")},
                       "seconds": seconds, "n": args.n}
         print(f"{name:>9} {spacing:>8} {k:>4} steps: FD {metrics['fd']:.3g}, {1000 * seconds / args.n:.1f} ms/img "

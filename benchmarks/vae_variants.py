@@ -50,7 +50,12 @@ from common import cpu_name, csv, fmt, train_for_budget
 # families' defaults; the VAE defaults are the bernoulli decoder on binarised images, 16 latents and
 # a class-conditional prior.
 VARIANTS = {
-    "vae": ("vae", (), "the family's defaults: bernoulli decoder on binarised digits, beta 1"),
+    "vae": ("vae", (), "the family's defaults: bernoulli decoder on binarised digits, beta 1, images shown at "
+                       "decoder temperature 0.5"),
+    "vae-mean": ("vae", ("model.decoder_temperature=1",),
+                 "the plain mean image (decoder temperature 1), what runs made before the option show"),
+    "vae-mixture-prior": ("vae", ("model.prior_components=4",),
+                          "a learned mixture of 4 diagonal Gaussians per class as the prior"),
     "beta-vae": ("vae", ("model.kl_beta=4", "model.kl_warmup_steps=500"),
                  "KL weight 4, ramped linearly from 0 over the first 500 steps"),
     "vae-free-bits": ("vae", ("model.free_bits=0.5",),
@@ -87,8 +92,6 @@ def batches(data: dict[str, torch.Tensor], size: int):
 @torch.no_grad()
 def vae_scores(family, val: dict[str, torch.Tensor], iwae_n: int, iwae_k: int, seed: int) -> dict:
     """Likelihood bounds, KL, active units and reconstruction errors of a Gaussian-latent VAE on ``val``."""
-    from genforge.families.vae import kl_divergence
-
     out: dict = {}
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
@@ -108,7 +111,13 @@ def vae_scores(family, val: dict[str, torch.Tensor], iwae_n: int, iwae_k: int, s
     x, y = val["x"], val.get("y")
     seen = family.data_view(x)
     mu, logvar = family.posterior(seen)
-    out["kl"] = float(kl_divergence(mu, logvar, family.prior_mean(y, mu)).mean())  # zeros without class means
+    kl_dims = family.kl_per_dim(mu, logvar, y)  # None for a mixture prior: estimate it from one posterior draw
+    if kl_dims is None:
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed))
+        kl = family.kl_sampled(mu + eps * (0.5 * logvar).exp(), eps, logvar, y)
+    else:
+        kl = kl_dims.sum(dim=1)
+    out["kl"] = float(kl.mean())
     out["active_units"] = int((mu.var(dim=0) > 0.01).sum())
     out["latent_dim"] = mu.shape[1]
     recon = torch.cat([family.reconstruct(part) for part in x.split(250)])
@@ -163,11 +172,12 @@ def draw(family, n: int, seed: int) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def sample_scores(evaluator, images: torch.Tensor, seed: int) -> dict:
+def sample_scores(scorer, images: torch.Tensor, seed: int) -> dict:
+    """FD, KID, precision and recall of ``images`` against the training split, in ``scorer``'s features."""
     from genforge.evaluate.image_metrics import image_scores
 
-    reference = evaluator.reference_features().numpy()
-    return image_scores(reference, evaluator.features(images).numpy(), train=reference, seed=seed)
+    reference = scorer.reference_features().numpy()
+    return image_scores(reference, scorer.features(images).numpy(), train=reference, seed=seed)
 
 
 # ---- the report ------------------------------------------------------------------------------------------
@@ -281,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=2.0, help="training budget per model (wall time)")
-    parser.add_argument("--variants", type=csv, default=["vae", "beta-vae", "vqvae", "vae-free-bits"],
+    parser.add_argument("--variants", type=csv, default=["vae", "vae-mean", "vae-mixture-prior", "beta-vae", "vqvae",
+                                                        "vae-free-bits"],
                         help=f"some of: {', '.join(VARIANTS)} (vqvae brings its prior); run in this order")
     parser.add_argument("--iwae-k", type=int, default=1000, help="importance samples per digit for the NLL bound")
     parser.add_argument("--iwae-n", type=int, default=200,
@@ -306,16 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     from genforge.errors import GenforgeError
     from genforge.evaluate.evaluator import Evaluator
     from genforge.io import atomic_write_text
-    from genforge.runs import Run
 
     start = time.perf_counter()
     base = make_config("vae", "mnist", device="cpu", seed=args.seed)
     mnist = prepare(base.data.source, base.data, progress=False)
     val = mnist.val.get(slice(None))
     # the evaluator's extractor, feature scaling and training-split reference, without a trained run
-    evaluator = Evaluator(Run(Path("."), base, mnist.spec), mnist, features=args.features, n=args.n, seed=args.seed,
-                          device="cpu", progress=False)
-    ex = evaluator.extractor.info()
+    evaluator = Evaluator(mnist, features=args.features, n=args.n, seed=args.seed, device="cpu", progress=False).scorer
+    ex = evaluator.extractor_info()
     info = {"describe": (f"{args.n} samples vs the train split of mnist ({len(mnist.train):,} items), features: "
                          f"{ex['name']} [{ex['fingerprint']}] - {ex['detail']}"),
             "machine": (f"{cpu_name()}, {os.cpu_count()} CPUs (shared with other jobs: timings are noisy), torch "

@@ -461,7 +461,7 @@ def test_static_decode_step_reads_the_position_tensor_not_cache_length():
 
 
 def test_model_defaults_are_the_modern_options():
-    assert Transformer.model_defaults == {"pos": "rope", "norm": "rmsnorm", "mlp": "swiglu"}
+    assert Transformer.model_defaults == {"pos": "rope", "norm": "rmsnorm", "mlp": "swiglu", "code_stop": "auto"}
     Transformer(TransformerConfig(**Transformer.model_defaults), DataSpec("text", (BLOCK,), vocab_size=VOCAB))
 
 
@@ -471,7 +471,7 @@ def test_new_runs_start_from_model_defaults(tmp_path):
     text = tmp_path / "some.txt"  # the family's class depends on the kind of data: the source is read for it
     text.write_text("hello")
     config = make_config("transformer", f"text:{text}")
-    assert {k: config.model[k] for k in ("pos", "norm", "mlp")} == Transformer.model_defaults
+    assert {k: config.model[k] for k in Transformer.model_defaults} == Transformer.model_defaults
     overridden = make_config("transformer", f"text:{text}", overrides=["model.pos=learned"])
     assert overridden.model["pos"] == "learned"
 

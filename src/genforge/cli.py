@@ -31,6 +31,10 @@ VOCAB_SIZE_HELP = "With --tokenizer bpe: vocabulary size, 260 or more (default 4
 SAMPLER_HELP = "ddpm, ddim, euler, heun or dpmpp_2m (default: the run's, ddim)"
 SPACING_HELP = "noise levels to visit: trailing (default), uniform or karras"
 GUIDANCE_HELP = "classifier-free guidance for class-conditional runs: 0 unconditional, 1 conditional (default), >1 stronger"
+CODE_STOP_HELP = ("off, trim, block or auto: block ends a sample before the first top-level statement after a "
+                  "complete block (def, class, if, ...); trim and block drop the last, maybe unfinished, top-level "
+                  "statement of a sample cut by --max-new-tokens; auto is block for Python data (default: the run's "
+                  "model.code_stop)")
 
 
 def _echo_err(message: str) -> None:
@@ -74,6 +78,7 @@ def train(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Score samples every K steps (eval/* in metrics.jsonl and TensorBoard)."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
     vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help=VOCAB_SIZE_HELP),
+    doc_starts: Optional[float] = typer.Option(None, "--doc-starts", help="Text: share of training windows that begin at a document's start (0..1), so short runs on a corpus of many files learn how a file opens (the demo's code run: 0.5)."),
     fim_rate: Optional[float] = typer.Option(None, "--fim-rate", help="Text: share of training windows rearranged for fill-in-the-middle (0..1), for `genforge refine --prefix-file/--suffix-file`."),
     sets: list[str] = typer.Option([], "--set", "-s", help="Override any config value: section.key=value (sections: data, train, model)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
@@ -104,6 +109,8 @@ def train(
     overrides += _tokenizer_overrides(tokenizer, vocab_size)
     if fim_rate is not None:
         overrides.append(f"data.fim_rate={fim_rate}")
+    if doc_starts is not None:
+        overrides.append(f"data.doc_starts={doc_starts}")
     result = train_run(
         family, data, out, steps=steps, overrides=overrides, resume=resume, progress=not quiet,
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, device=device, seed=seed, eval_every=eval_every,
@@ -144,6 +151,7 @@ def sample(
     min_p: Optional[float] = typer.Option(None, "--min-p", help="Text runs: drop tokens less likely than min_p times the most likely one, in [0, 1]."),
     repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="Text runs: > 1 makes tokens already in the text less likely (1 = off)."),
     stop: list[str] = typer.Option([], "--stop", help="Text runs: end a sample before this string (repeatable)."),
+    code_stop: Optional[str] = typer.Option(None, "--code-stop", help=f"Python code runs: {CODE_STOP_HELP}."),
     where: list[str] = typer.Option([], "--where", "-w", help="Table runs: only rows with these categories, "
                                     "COLUMN=VALUE (repeatable, or \"a=x,b=y\"; booleans true/false)."),
     constraint: list[str] = typer.Option([], "--constraint", help="Table runs: only rows meeting this constraint, "
@@ -166,7 +174,7 @@ def sample(
     conditions = {"label": label, "steps": steps, "sampler": sampler, "spacing": spacing, "eta": eta,
                   "guidance": guidance, "truncation": truncation, "max_new_tokens": max_new_tokens, "temperature": temperature,
                   "top_k": top_k, "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition_penalty,
-                  "where": where or None, "constraints": constraint or None}
+                  "code_stop": code_stop, "where": where or None, "constraints": constraint or None}
     conditions = {k: v for k, v in conditions.items() if v is not None}
     out = out or (run / "generated" / f"seed-{seed}")
     streaming = n == 1 and model.offers("stream")

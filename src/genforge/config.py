@@ -13,6 +13,7 @@ from genforge.errors import ConfigError
 
 
 FOR_TABLES = {"applies_to": "table"}  # DataConfig field metadata: options only tables use
+FOR_TOKENS = {"applies_to": "tokens"}  # ... and options only token streams (text, code grids) use
 
 
 @dataclass
@@ -25,6 +26,9 @@ class DataConfig:
     tokenizer: str = "char"  # text: "char" (one id per character) or "bpe" (byte-level BPE trained on the corpus)
     vocab_size: int = 4096  # text with tokenizer "bpe": ids in all, 260 (bytes + special tokens) .. 2**32-1
     fim_rate: float = 0.0  # text: share of training windows rearranged for fill-in-the-middle (--fim-rate)
+    # text: share of training windows that begin at a document's start (its end-of-text token); random windows
+    # of a large corpus rarely hold one, so a short run never learns how a file opens (--doc-starts)
+    doc_starts: float = field(default=0.0, metadata=FOR_TOKENS)
     # tables (csv:, parquet: and the built-in tables); metadata "applies_to": the data kind they mean something for,
     # so other data refuses them (modalities/prepare.py)
     columns: dict[str, str] = field(default_factory=dict, metadata=FOR_TABLES)  # NAME -> type, over the inferred one
@@ -48,6 +52,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # 0 disables clipping
     ema_decay: float = 0.999  # 0 disables EMA
+    # > 0: power-function EMA (Karras et al. 2024), decay (1 - 1/n)^(gamma+1) after n updates (capped at
+    # ema_decay): it averages a fixed share of the run so far; 6.94 is their sigma_rel = 0.10. 0: ema_decay
+    ema_gamma: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
     memory_format: str = "auto"  # images and conv weights: auto (channels_last on CUDA) | channels_last | contiguous
@@ -220,6 +227,7 @@ TRAIN_RANGES: dict[str, Range] = {
     "min_lr_ratio": Range(0, 1),
     "grad_clip": Range(0, hint="0 disables clipping"),
     "ema_decay": Range(0, 1, open_high=True, hint="0 disables EMA"),
+    "ema_gamma": Range(0, hint="0 is off"),
     "log_every": Range(1),
     "sample_every": Range(0, hint="0 disables sample grids"),
     "ckpt_every": Range(0, hint="a step interval, or 0 for checkpoints only by time, on a stop and at the end"),

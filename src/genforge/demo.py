@@ -46,7 +46,10 @@ PLAN = (
     DemoPart("diffusion", "mnist", 0.44),  # the slowest to learn: it gets the largest share
     DemoPart("gan", "mnist", 0.17),
     DemoPart("vae", "mnist", 0.10),
-    DemoPart("transformer", "pycode", 0.25, ("data.block_size=128",), shows="code"),
+    # byte-level BPE of 512 ids, a 64-token context and half the windows opening a file: at 2 CPU minutes
+    # 1.96 bits/byte and 40% of samples parse, against 2.27 and 14% for characters in 128-character windows
+    DemoPart("transformer", "pycode", 0.25, ("data.tokenizer=bpe", "data.vocab_size=512", "data.block_size=64",
+                                            "data.doc_starts=0.5"), shows="code"),
     # TabDDPM on 569 diagnoses: a few hundred steps (about 20 s) score quality 0.94 where TVAE scores 0.83
     DemoPart("diffusion", "breast_cancer", 0.04, name="table-diffusion", shows="rows"),
 )

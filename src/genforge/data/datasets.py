@@ -167,7 +167,7 @@ class TextDataset(Dataset):
     """A token stream (typically a read-only memmap); batches are random windows of ``block_size`` tokens."""
 
     def __init__(self, tokens: np.ndarray, block_size: int, name: str = "text", hint: str = "more text",
-                 fim_rate: float = 0.0, fim_ids=None):
+                 fim_rate: float = 0.0, fim_ids=None, doc_starts: float = 0.0, eot_id: int | None = None):
         if block_size < 1:
             raise DataError(f"block_size must be at least 1, got {block_size}")
         if len(tokens) < block_size + 1:
@@ -180,6 +180,9 @@ class TextDataset(Dataset):
         self.name = name
         self._offsets = np.arange(block_size + 1)
         self.fim_rate, self.fim_ids = fim_rate, fim_ids  # fill-in-the-middle for training batches (fim.py)
+        # that share of training windows starts at an end-of-text token: the model sees how documents open
+        self.doc_starts, self.eot_id = (doc_starts, eot_id) if eot_id is not None else (0.0, None)
+        self._eot_offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         """The number of distinct windows (start offsets)."""
@@ -193,12 +196,31 @@ class TextDataset(Dataset):
         """{"x": (B, T) int64, "y": (B, T) int64} where y is x shifted left by one token; with a FIM rate,
         that share of the windows comes in prefix-suffix-middle order."""
         starts = torch.randint(len(self), (batch_size,), generator=generator)
+        if self.doc_starts:
+            starts = self._at_doc_starts(starts, generator)
         if not self.fim_rate:
             return self.get(starts)
         from genforge.data.fim import apply_fim
 
         windows = apply_fim(self._windows(starts), self.fim_rate, self.fim_ids, generator)
         return {"x": windows[:, :-1].contiguous(), "y": windows[:, 1:].contiguous()}
+
+    def eot_offsets(self) -> np.ndarray:
+        """Offsets of the end-of-text tokens a window can start at (found once, on first use)."""
+        if self._eot_offsets is None:
+            found = np.flatnonzero(np.asarray(self.tokens) == self.eot_id)
+            self._eot_offsets = found[found < len(self)]
+        return self._eot_offsets
+
+    def _at_doc_starts(self, starts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``starts`` with a ``doc_starts`` share moved onto randomly chosen end-of-text tokens (none when the
+        stream has no document boundary); the draws come from ``generator`` alone, whatever the share."""
+        picked = torch.rand(starts.shape, generator=generator) < self.doc_starts
+        which = torch.randint(2**62, starts.shape, generator=generator)
+        offsets = self.eot_offsets()
+        if not len(offsets):
+            return starts
+        return torch.where(picked, torch.from_numpy(offsets)[which % len(offsets)], starts)
 
     def get(self, starts: Indices) -> dict[str, torch.Tensor]:
         """Windows beginning at the given token offsets, in batch form."""

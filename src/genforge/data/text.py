@@ -52,6 +52,12 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
+def is_python_source(source: str) -> bool:
+    """Whether a text source is Python code (``pycode``, or ``text:`` of a .py file): where samples are
+    scored by the share that parses, and where code stops set to "auto" end samples at top-level boundaries."""
+    return source == "pycode" or source.endswith(".py")
+
+
 def stdlib_files() -> list[Path]:
     """The standard library's own .py files, minus tests and tools, in a fixed order."""
     root = stdlib_root()

@@ -17,6 +17,7 @@ from typing import Any
 
 from genforge.config import Range
 from genforge.errors import ConfigError
+from genforge.sampling.code_stops import CODE_STOPS
 
 # every capability a family may declare: what it does, and what the caller brings besides its settings
 CAPABILITIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -269,6 +270,12 @@ class TextDecoding(Settings):
 
 @dataclass(frozen=True)
 class TextSampling(TextDecoding):
+    code_stop: str | None = option(
+        None, "str", "Python code: 'block' ends a sample before the first top-level statement after a complete "
+        "block (def, class, if, ...), as Codex's stop sequences do; 'trim' and 'block' drop the last top-level "
+        "statement of a sample cut by max_new_tokens (it may be unfinished; streams show each top-level statement "
+        "once the next begins); 'auto': 'block' for Python code data (pycode, .py files), else 'off' "
+        "(default: the run's model.code_stop; runs made before the option: off)", choices=CODE_STOPS)
     stop: Any = option(None, "texts", "end a text just before the first of these strings in its continuation")
 
 

@@ -6,8 +6,14 @@ the network's target, one of (config.prediction):
   eps  the noise (DDPM),
   v    sqrt(abar) eps - sqrt(1 - abar) x (Salimans & Ho 2022; well-scaled at every noise level),
   x0   the clean image,
+  edm  EDM's preconditioned output F (Karras et al. 2022): x0 = c_skip(sigma) x + c_out(sigma) F in the
+       variance-exploding view below, with c_skip = s^2 / (sigma^2 + s^2), c_out = sigma s / sqrt(sigma^2 + s^2)
+       for the data's scale s = sigma_data, so F's target has unit variance at every noise level,
 with uniform weights or min-SNR-gamma weights (Hang et al. 2023), which stop the easy low-noise steps
-from dominating the loss. Class-conditional runs (data with labels) add a label embedding to the
+from dominating the loss. Noise levels are drawn (config.noise_sampling) uniformly over the T training
+timesteps (DDPM), or EDM's way: log sigma ~ N(noise_mean, noise_std^2), which spends training on the middle
+levels that decide an image rather than on the near-pure noise where the linear schedule puts half its
+timesteps; the network then sees the level's float timestep (sigma_to_timestep), as samplers give it. Class-conditional runs (data with labels) add a label embedding to the
 timestep embedding and replace the label by a "null" class with probability label_dropout, so one
 network is both the conditional and the unconditional model: classifier-free guidance (Ho & Salimans
 2022) mixes the two at sampling time.
@@ -47,7 +53,8 @@ from genforge.sampling.schedules import (
     sigma_to_timestep,
 )
 
-PREDICTIONS = ("eps", "v", "x0")
+PREDICTIONS = ("eps", "v", "x0", "edm")
+NOISE_SAMPLINGS = ("uniform", "lognormal")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -66,9 +73,14 @@ class DiffusionConfig:
     beta_start: float = 1e-4  # linear schedule only, for 1000 timesteps (rescaled for other counts)
     beta_end: float = 0.02
     # what the network predicts and how the loss weighs noise levels
-    prediction: str = "eps"  # eps | v | x0
+    prediction: str = "eps"  # eps | v | x0 | edm
+    sigma_data: float = 0.5  # edm only: the data's standard deviation in EDM's preconditioning
     loss_weighting: str = "uniform"  # uniform | min_snr
     min_snr_gamma: float = 5.0
+    # how training draws noise levels: uniform over the timesteps, or EDM's log-normal in sigma
+    noise_sampling: str = "uniform"  # uniform | lognormal
+    noise_mean: float = -1.2  # lognormal only: mean of log sigma
+    noise_std: float = 1.2  # lognormal only: standard deviation of log sigma
     # class conditioning (only when the data has labels); runs made before it existed have it off
     class_conditional: bool = False
     label_dropout: float = 0.1  # share of training labels replaced by the null class (for guidance)
@@ -91,8 +103,11 @@ class Diffusion(Family):
     checkpointed_nets = ("unet",)
     train_defaults: ClassVar[dict[str, Any]] = {"lr": 2e-3, "batch_size": 16, "ema_decay": 0.995, "warmup_steps": 100}
     capabilities = declare(sample=DiffusionSampling, img2img=Img2Img, inpaint=Inpaint, likelihood=Likelihood)
-    # new runs condition on labels when the data has them (older runs keep the dataclass defaults)
-    model_defaults: ClassVar[dict[str, Any]] = {"class_conditional": True}
+    # New runs condition on labels when the data has them and train EDM's way (older runs keep the dataclass
+    # defaults): at 700 steps on mnist, FD 15.7 against 19.1 for DDPM's eps and uniform timesteps, and 10
+    # DPM-Solver++ steps at 18.4 against 50.2 (benchmarks/diffusion_recipe.py)
+    model_defaults: ClassVar[dict[str, Any]] = {"class_conditional": True, "prediction": "edm",
+                                                "noise_sampling": "lognormal"}
 
     def __init__(self, config: DiffusionConfig, spec: DataSpec):
         super().__init__(config, spec)
@@ -134,9 +149,9 @@ class Diffusion(Family):
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> Iterator[Phase]:
         x0 = batch["x"]
-        t = draws.randint(0, self.config.timesteps, x0.shape[0], device=x0.device)
+        t, abar = self.training_levels(x0.shape[0], x0.device)
         noise = draws.randn_like(x0)
-        abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        abar = abar.view(-1, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         labels = None
         if self.num_classes:
@@ -145,10 +160,23 @@ class Diffusion(Family):
             drop = draws.rand(x0.shape[0], device=x0.device) < self.config.label_dropout
             labels = torch.where(drop, torch.full_like(batch["y"], self.null_label), batch["y"])
         out = self.net(x_t, t, labels).float()
-        target = prediction_target(self.config.prediction, x0.float(), noise.float(), abar)
+        target = prediction_target(self.config.prediction, x0.float(), noise.float(), abar, self.config.sigma_data)
         per_image = (out - target).pow(2).flatten(1).mean(dim=1)
         weights = loss_weights(self.config, abar.flatten() / (1 - abar.flatten()))
         yield "main", (weights * per_image).mean(), {}
+
+    def training_levels(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(timesteps, abar) for ``n`` training images: integer steps drawn uniformly, or (lognormal) sigma
+        drawn log-normally, kept inside the schedule's range, as float timesteps and abar = 1 / (1 + sigma^2)."""
+        table = self.alphas_cumprod
+        if self.config.noise_sampling == "uniform":
+            t = draws.randint(0, self.config.timesteps, n, device=device)
+            return t, table[t]
+        log_sigma = self.config.noise_mean + self.config.noise_std * draws.randn(n, device=device)
+        lo, hi = table[0], table[-1]  # the least and the most noise the schedule has
+        log_sigma = log_sigma.clamp(0.5 * torch.log((1 - lo) / lo), 0.5 * torch.log((1 - hi) / hi))
+        sigma = log_sigma.exp()
+        return sigma_to_timestep(sigma, table), 1 / (1 + sigma**2)
 
     def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0) -> Denoiser:
         """D(x, sigma): the clean image the network sees in x = x0 + sigma * eps, clipped to [-1, 1].
@@ -173,7 +201,7 @@ class Diffusion(Family):
                 out = self.net(x_t, t, self._null_for(x) if labels is None or guidance == 0 else labels)
             else:
                 out = mix(x_t, t)
-            return to_x0(self.config.prediction, out.float(), x_t, abar).clamp(-1, 1)
+            return to_x0(self.config.prediction, out.float(), x_t, abar, self.config.sigma_data).clamp(-1, 1)
 
         return denoise
 
@@ -377,7 +405,8 @@ class Diffusion(Family):
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         noise = torch.randn(x.shape, generator=generator, device=self.device)
         x_t = abar.sqrt() * x + (1 - abar).sqrt() * noise
-        return to_x0(self.config.prediction, self.net(x_t, t, labels).float(), x_t, abar).clamp(-1, 1)
+        out = self.net(x_t, t, labels).float()
+        return to_x0(self.config.prediction, out, x_t, abar, self.config.sigma_data).clamp(-1, 1)
 
     def _kl_term(self, x: torch.Tensor, t: torch.Tensor, labels, generator) -> torch.Tensor:
         """KL(q(x_{t-1} | x_t, x) || p(x_{t-1} | x_t)) per image (float64, CPU). Both have the variance
@@ -395,40 +424,58 @@ class Diffusion(Family):
 
 
 # ---- parametrisation maths (pure functions) ---------------------------------------------------
-def prediction_target(kind: str, x0: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+def edm_scales(abar: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """EDM's (c_skip, c_out) at the noise level sigma = sqrt((1 - abar) / abar), for data of scale sigma_data."""
+    sigma2 = (1 - abar) / abar
+    total = sigma2 + sigma_data**2
+    return sigma_data**2 / total, sigma2.sqrt() * sigma_data / total.sqrt()
+
+
+def prediction_target(kind: str, x0: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor,
+                      sigma_data: float = 0.5) -> torch.Tensor:
     """What a network of the given prediction kind should output for x_t = sqrt(abar) x0 + sqrt(1-abar) eps."""
     if kind == "eps":
         return eps
     if kind == "x0":
         return x0
+    if kind == "edm":  # F = (x0 - c_skip x) / c_out, with x = x0 + sigma eps the VE view of x_t
+        c_skip, c_out = edm_scales(abar, sigma_data)
+        x = x0 + ((1 - abar) / abar).sqrt() * eps
+        return (x0 - c_skip * x) / c_out
     return abar.sqrt() * eps - (1 - abar).sqrt() * x0  # v
 
 
-def to_x0(kind: str, out: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+def to_x0(kind: str, out: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
     """The clean-image estimate implied by a network output of the given kind at x_t."""
     if kind == "eps":
         return (x_t - (1 - abar).sqrt() * out) / abar.sqrt()
     if kind == "x0":
         return out
+    if kind == "edm":
+        c_skip, c_out = edm_scales(abar, sigma_data)
+        return c_skip * x_t / abar.sqrt() + c_out * out
     return abar.sqrt() * x_t - (1 - abar).sqrt() * out  # v
 
 
-def to_eps(kind: str, out: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+def to_eps(kind: str, out: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
     """The noise estimate implied by a network output of the given kind at x_t."""
     if kind == "eps":
         return out
-    return (x_t - abar.sqrt() * to_x0(kind, out, x_t, abar)) / (1 - abar).sqrt()
+    return (x_t - abar.sqrt() * to_x0(kind, out, x_t, abar, sigma_data)) / (1 - abar).sqrt()
 
 
 def loss_weights(config: DiffusionConfig, snr: torch.Tensor) -> torch.Tensor:
     """Per-image loss weights from the signal-to-noise ratio abar / (1 - abar).
 
     min-SNR-gamma weighs every step as an x0 regression capped at gamma: min(snr, gamma) on the x0 error,
-    which is min(snr, gamma) / snr on the eps error and min(snr, gamma) / (snr + 1) on the v error.
+    which is min(snr, gamma) / snr on the eps error, min(snr, gamma) / (snr + 1) on the v error and
+    min(snr, gamma) c_out^2 on EDM's F error. Uniform weights on F are EDM's own loss.
     """
     if config.loss_weighting == "uniform":
         return torch.ones_like(snr)
     capped = snr.clamp(max=config.min_snr_gamma)
+    if config.prediction == "edm":
+        return capped * edm_scales(snr / (1 + snr), config.sigma_data)[1] ** 2
     return {"eps": capped / snr, "v": capped / (snr + 1), "x0": capped}[config.prediction]
 
 
@@ -443,9 +490,10 @@ def discretised_gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_std: torch
     return -torch.log((upper - lower).clamp(min=1e-12))
 
 
-MODEL_CHOICES = {"prediction": PREDICTIONS, "loss_weighting": LOSS_WEIGHTINGS, "sampler": solvers.SAMPLERS,
+MODEL_CHOICES = {"prediction": PREDICTIONS, "loss_weighting": LOSS_WEIGHTINGS, "noise_sampling": NOISE_SAMPLINGS, "sampler": solvers.SAMPLERS,
                  "spacing": SPACINGS}
-MODEL_RANGES = {"min_snr_gamma": Range(0, open_low=True), "label_dropout": Range(0, 1, open_high=True),
+MODEL_RANGES = {"min_snr_gamma": Range(0, open_low=True), "sigma_data": Range(0, open_low=True),
+                "noise_std": Range(0, open_low=True), "label_dropout": Range(0, 1, open_high=True),
                 "eta": Range(0, 1), "guidance": Range(0), "resample": Range(1), "likelihood_steps": Range(1)}
 
 

@@ -24,11 +24,11 @@ from genforge.families.capabilities import Plain, TextDecoding, TextSampling, de
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
 from genforge.families.decode_path import DecodePath, StaticDecoder, Step, is_sharded
 from genforge.nets.transformer import GPT, MLPS, NORMS, POS_ENCODINGS, KVCache
+from genforge.sampling.code_stops import CODE_STOPS
 from genforge.sampling.tokens import Decoding
 
 END_OF_TEXT = 0  # the token id that separates documents
 DEFAULT_MAX_NEW_TOKENS = 256
-DEFAULT_TEMPERATURE = 0.8
 # Called after each generation step with the (n, T + t) ids so far; returns which rows are finished.
 StopCallback = Callable[[torch.Tensor], "torch.Tensor | Sequence[bool]"]
 
@@ -49,6 +49,11 @@ class TransformerConfig:
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     mlp: str = "gelu"  # "gelu" (4x wide) | "swiglu" (8/3x wide, rounded up to a multiple of 64)
     rope_base: float = 10000.0  # RoPE's theta: the longest wavelength is 2*pi*rope_base positions
+    # Sampling defaults, each also given per call (`genforge sample --temperature/--top-p/--code-stop`). As
+    # above, a missing key means what it meant before: temperature 0.8, no nucleus filter, no code stop.
+    temperature: float = 0.8
+    top_p: float = 1.0  # 1 keeps every token
+    code_stop: str = "off"  # Python samples ending at top-level boundaries: off | trim | block | auto (code_stops.py)
 
 
 class Transformer(Family):
@@ -63,7 +68,8 @@ class Transformer(Family):
     # config.yaml. On 400 KB of stdlib source, 150 steps at the default size, one CPU thread, these reached
     # a validation loss of 1.53 and 1.54 (two seeds) where learned/layernorm/gelu reached 2.01 and 2.04, at
     # about 0.85x the tokens/s; RoPE alone gave 1.65.
-    model_defaults = {"pos": "rope", "norm": "rmsnorm", "mlp": "swiglu"}
+    # Python code samples end at top-level boundaries ("auto": for code data only; sampling/code_stops.py).
+    model_defaults = {"pos": "rope", "norm": "rmsnorm", "mlp": "swiglu", "code_stop": "auto"}
     # A small model takes a high peak rate; lower it for much wider or deeper configs. 32 windows per
     # step learn more per token than 16; EMA stays off because a run of a few hundred
     # steps would average in its own early weights.
@@ -147,8 +153,9 @@ class Transformer(Family):
         """``n`` continuations of ``prompt`` (token ids, shared by every row; None starts from the
         end-of-text token), as (n, len(prompt) + max_new_tokens) int64 ids including the prompt.
 
-        ``options`` are the decoding controls (``sampling.tokens.Decoding``: temperature, default 0.8,
-        top_k, top_p, min_p, repetition_penalty); the two ways a row finishes early are ``generate_stream``'s.
+        ``options`` are the decoding controls (``sampling.tokens.Decoding``: temperature, top_k, top_p,
+        min_p, repetition_penalty; temperature and top_p default to the run's ``model.temperature`` and
+        ``model.top_p``); the two ways a row finishes early are ``generate_stream``'s.
         """
         decoding = self._decoding(options)
         return self.generate(self.start_ids(n, prompt), max_new_tokens, generator, decoding,
@@ -192,7 +199,9 @@ class Transformer(Family):
         return self.generate(ids.view(-1, ids.shape[-1]), max_new_tokens, generator, self._decoding(options))
 
     def _decoding(self, options: dict[str, Any]) -> Decoding:
-        decoding, rest = Decoding.split(options, temperature=DEFAULT_TEMPERATURE)
+        """The decoding controls of a call: those given, then the run's own sampling defaults."""
+        given = {k: v for k, v in options.items() if v is not None}
+        decoding, rest = Decoding.split({"top_p": self.config.top_p, **given}, temperature=self.config.temperature)
         self.reject_conditions(self.name, rest)
         return decoding
 
@@ -354,9 +363,10 @@ class Transformer(Family):
 
 
 NEW_TOKENS = Range(0)
-MODEL_CHOICES = {"pos": POS_ENCODINGS, "norm": NORMS, "mlp": MLPS}
+MODEL_CHOICES = {"pos": POS_ENCODINGS, "norm": NORMS, "mlp": MLPS, "code_stop": CODE_STOPS}
 MODEL_RANGES = {"n_layer": Range(1), "n_head": Range(1), "n_embd": Range(1), "dropout": Range(0, 1, open_high=True),
-                "rope_base": Range(1, open_low=True)}
+                "rope_base": Range(1, open_low=True), "temperature": Range(0, hint="0 means greedy"),
+                "top_p": Range(0, 1, open_low=True, hint="1 keeps every token")}
 
 
 def check_config(config: TransformerConfig, spec: DataSpec) -> None:

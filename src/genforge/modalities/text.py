@@ -52,7 +52,8 @@ class TokenStreams(Modality):
 
     def windows(self, entry: Entry, source: Source, cfg: DataConfig, fim_ids=None) -> tuple[TextDataset, TextDataset]:
         train = TextDataset(entry.arrays["train"], cfg.block_size, name=f"the training split of {source.canonical}",
-                            fim_rate=cfg.fim_rate, fim_ids=fim_ids)
+                            fim_rate=cfg.fim_rate, fim_ids=fim_ids, doc_starts=cfg.doc_starts,
+                            eot_id=entry.tokenizer.eot_id)
         val = TextDataset(entry.arrays["val"], cfg.block_size, name=f"the validation split of {source.canonical}",
                           hint="a larger data.val_fraction")
         return train, val

@@ -9,6 +9,8 @@ import torch
 
 from genforge.errors import ConfigError
 from genforge.models.base import Model
+from genforge.sampling.code_stops import (block_boundary, code_held_back, code_stop_cut, ended_at_end_of_text,
+                                          resolve_code_stop, starts_new_line_at_column_0)
 from genforge.sampling.tokens import check_stops, first_stop, held_back
 from genforge.train.device import autocast
 
@@ -33,8 +35,10 @@ class TextModel(Model):
         return [self.tokenizer.eot_id] + (self.tokenizer.encode(prompt) if prompt else [])
 
     def _sample_tensors(self, n: int, seed: int, prompt: str | None, conditions: dict) -> tuple[torch.Tensor, int]:
-        """Token ids; each row ends at its end-of-text token (end-of-text after it); stop strings need ``sample``."""
+        """Token ids; each row ends at its end-of-text token (end-of-text after it); stop strings and code
+        stops work on text, so they need ``sample``."""
         conditions = self.settings("sample", **conditions).given()
+        conditions.pop("code_stop", None)
         tokens = self._prompt_tokens(prompt)
         with autocast(self.device, self.amp_dtype):
             out = self.family.sample(n, generator=self._generator(seed), prompt=tokens, stop_at_end=True, **conditions)
@@ -50,24 +54,42 @@ class TextModel(Model):
         """Texts (prompt included), each ending at end-of-text or just before its first stop string."""
         settings = self.settings("sample", stop=stop, **conditions).given()
         stops = check_stops(settings.pop("stop", None))
+        code = self._code_stop(settings)
         tokens = self._prompt_tokens(prompt)
         prompt_text = self.tokenizer.decode(tokens)
         done = [False] * n
+        scanned = [len(prompt_text)] * n  # how much of each text the code stop has looked at
 
         def continuation(row) -> str:
             return self.codec.decode_one(row, len(tokens))[len(prompt_text):]
 
+        def ends_block(i: int, text: str) -> bool:
+            full, since = prompt_text + text, scanned[i]
+            scanned[i] = len(full)
+            return starts_new_line_at_column_0(full, since) and block_boundary(full, len(prompt_text)) >= 0
+
         def should_stop(ids: torch.Tensor) -> list[bool]:
             ids = ids.cpu()
             for i in range(n):
-                done[i] = done[i] or first_stop(continuation(ids[i]), stops) >= 0
+                if not done[i]:
+                    text = continuation(ids[i])
+                    done[i] = first_stop(text, stops) >= 0 or (code == "block" and ends_block(i, text))
             return done
 
         with autocast(self.device, self.amp_dtype):
             out = self.family.sample(n, generator=self._generator(seed), prompt=tokens, stop_at_end=True,
-                                     should_stop=should_stop if stops else None, **settings)
-        texts = [continuation(row) for row in out.cpu()]
-        return [prompt_text + (text[:cut] if (cut := first_stop(text, stops)) >= 0 else text) for text in texts]
+                                     should_stop=should_stop if stops or code == "block" else None, **settings)
+        eot = self.tokenizer.eot_id
+        return [finish_text(prompt_text, continuation(row), stops, code, ended_at_end_of_text(row, len(tokens), eot))
+                for row in out.cpu()]
+
+    def _code_stop(self, settings: dict) -> str:
+        """The code stop of a call (popped from ``settings``): the one given, else the run's
+        ``model.code_stop`` (runs made before the option: off), "auto" resolved for the run's data."""
+        from genforge.data.text import is_python_source
+
+        mode = settings.pop("code_stop", None) or self.run.config.model.get("code_stop", "off")
+        return resolve_code_stop(mode, is_python_source(self.run.config.data.source))
 
     def sample(self, n: int = 16, seed: int = 0, prompt: str | None = None, *,
                stop: str | Sequence[str] | None = None, **conditions: Any) -> list[str]:
@@ -76,8 +98,9 @@ class TextModel(Model):
         A text ends at the model's end-of-text token or just before the first of the ``stop`` strings
         in its continuation, whichever comes first; generation ends once every text has ended. The
         decoding controls are max_new_tokens, temperature, top_k, top_p, min_p and repetition_penalty
-        (see ``genforge.sampling.tokens``). With ``n == 1`` the text is exactly
-        ``"".join(self.stream(prompt, seed, ...))`` for the same settings.
+        (see ``genforge.sampling.tokens``); ``code_stop`` ends Python code at top-level statement
+        boundaries (``genforge.sampling.code_stops``; default: the run's ``model.code_stop``). With
+        ``n == 1`` the text is exactly ``"".join(self.stream(prompt, seed, ...))`` for the same settings.
         """
         return super().sample(n, seed, prompt, stop=stop, **conditions)
 
@@ -99,23 +122,26 @@ class TextModel(Model):
         """One text sample, as pieces of text while it is generated: the prompt first, then new text.
 
         ``decoding`` takes max_new_tokens and ``sample``'s controls (temperature, top_k, top_p, min_p,
-        repetition_penalty; None: the family's default). The pieces join to
+        repetition_penalty, code_stop; None: the run's default). The pieces join to
         ``self.sample(1, seed, prompt, ...)[0]`` with the same settings. A piece is shown only once it
-        is final: text that could still become a stop string, and a half-decoded multi-byte character
-        (U+FFFD), wait for the next token. Settings are checked here, before the first piece.
+        is final: text that could still become a stop string, a half-decoded multi-byte character
+        (U+FFFD), and under a code stop the last top-level statement (a length limit would drop it)
+        wait for more tokens. Settings are checked here, before the first piece.
         """
         settings = self.settings("stream", stop=stop, **decoding).given()
         stops = check_stops(settings.pop("stop", None))
+        code = self._code_stop(settings)
         tokens = self._prompt_tokens(prompt)
         columns = self.family.sample_stream(1, generator=self._generator(seed), prompt=tokens, stop_at_end=True,
                                             **settings)
-        return self._stream_text(columns, tokens, stops)
+        return self._stream_text(columns, tokens, stops, code)
 
-    def _stream_text(self, columns: Iterator[torch.Tensor], tokens: list[int], stops: tuple[str, ...]) -> Iterator[str]:
+    def _stream_text(self, columns: Iterator[torch.Tensor], tokens: list[int], stops: tuple[str, ...],
+                     code: str = "off") -> Iterator[str]:
         prompt_text = self.tokenizer.decode(tokens)
         if prompt_text:
             yield prompt_text
-        ids, shown, text = list(tokens), 0, ""
+        ids, shown, text, ended = list(tokens), 0, "", False
         try:
             while True:
                 with autocast(self.device, self.amp_dtype):  # only around model work, not the caller's code
@@ -126,15 +152,17 @@ class TextModel(Model):
                 # Decode everything again: a byte-level tokenizer's text for one token depends on its neighbours.
                 text = self.codec.decode_one(ids, len(tokens))[len(prompt_text):]
                 cut = first_stop(text, stops)
-                if cut >= 0:
-                    text = text[:cut]
+                if cut >= 0 or (code == "block" and block_boundary(prompt_text + text, len(prompt_text)) >= 0):
+                    ended = True
                     break
-                ready = len(text) - held_back(text, stops)
+                ready = len(text) - max(held_back(text, stops), code_held_back(prompt_text + text, len(prompt_text), code))
                 if ready > shown:
                     yield text[shown:ready]
                     shown = ready
         finally:
             columns.close()  # puts the model back in its mode at once, even when the caller stops early
+        ended = ended or ended_at_end_of_text(ids, len(tokens), self.tokenizer.eot_id)
+        text = finish_text(prompt_text, text, stops, code, ended)[len(prompt_text):]
         if len(text) > shown:
             yield text[shown:]
 
@@ -174,3 +202,13 @@ class TextModel(Model):
         new = out[0, len(prompt):].tolist()
         end = next((i for i, t in enumerate(new) if t in specials), len(new))
         return self.tokenizer.decode(new[:end])
+
+
+def finish_text(prompt_text: str, text: str, stops: tuple[str, ...], code: str, ended: bool) -> str:
+    """A sample as users get it: the prompt, then its continuation ``text`` cut before the first stop string
+    and by the code stop ``code`` (``ended``: it ended at end-of-text rather than the length limit)."""
+    cut = first_stop(text, stops)
+    if cut >= 0:
+        text, ended = text[:cut], True
+    full = prompt_text + text
+    return full[:code_stop_cut(full, len(prompt_text), code, ended)]

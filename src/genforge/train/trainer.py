@@ -86,7 +86,7 @@ class Trainer:
             self.family = sync_batchnorm.convert(self.family, self.device)
         if self.cfg.activation_checkpointing:
             self.family.set_activation_checkpointing(True)
-        self.ema = EMA(self.family, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
+        self.ema = EMA(self.family, self.cfg.ema_decay, self.cfg.ema_gamma) if self.cfg.ema_decay > 0 else None
         # FSDP: weights, gradients and optimizer state sharded over the processes (fsdp.py); alone, nothing to shard
         self.sharded = self.cfg.fsdp and self.dist.active
         if self.sharded:

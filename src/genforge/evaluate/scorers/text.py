@@ -45,7 +45,7 @@ class TextScorer:
         prompt = [self.prepared.tokenizer.eot_id]
         tokens, seconds = self.evaluator.draw(family, amp_dtype, self.sample_batch, prompt=prompt,
                                               max_new_tokens=self.sample_tokens)
-        texts = self.decode(tokens, len(prompt))
+        texts = self.code_stopped(family, self.decode(tokens, len(prompt)), tokens, len(prompt))
         metrics.update(text_scores(texts, self.is_code))
         sampling = {"items_per_s": self.evaluator.n * self.sample_tokens / max(seconds, 1e-9), "unit": "tok",
                     "max_new_tokens": self.sample_tokens}
@@ -69,6 +69,16 @@ class TextScorer:
         codec = TextCodec(self.prepared.tokenizer)
         prompt = self.prepared.tokenizer.decode(tokens[0, :prompt_len].tolist()) if prompt_len else ""
         return [codec.decode_one(row, prompt_len)[len(prompt):] for row in tokens]
+
+    def code_stopped(self, family, texts: list[str], tokens: torch.Tensor, prompt_len: int) -> list[str]:
+        """The texts cut by the run's code stop (``model.code_stop``, off for a family or run without it), as
+        `genforge sample` cuts them: the scores are those of what users receive."""
+        from genforge.sampling.code_stops import code_stop_cut, ended_at_end_of_text, resolve_code_stop
+
+        mode = resolve_code_stop(getattr(family.config, "code_stop", "off"), self.is_code)
+        eot = self.prepared.tokenizer.eot_id
+        return [text[:code_stop_cut(text, 0, mode, ended_at_end_of_text(row, prompt_len, eot))]
+                for text, row in zip(texts, tokens)]
 
     def reference_texts(self) -> list[str]:
         """``n`` real validation snippets shaped like the samples: they begin at a document start and
@@ -131,4 +141,6 @@ def byte_lengths(tokenizer) -> torch.Tensor:
 
 
 def is_code_source(source: str) -> bool:
-    return source == "pycode" or source.endswith(".py")
+    from genforge.data.text import is_python_source
+
+    return is_python_source(source)
