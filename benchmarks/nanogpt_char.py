@@ -127,7 +127,7 @@ def render(args, argv: list[str], rows: dict, real: dict | None, elapsed: float)
              (f"- scores: as `benchmarks/quality_budget.py` scores code: held-out bits per byte (lower is better), "
               f"then {args.n_text} samples of 256 tokens: the share that parses, distinct-2; each run's own "
               "sampling defaults (the same for every recipe)."),
-             (f"- machine: {cpu_name()}, {os.cpu_count()} CPUs (shared with other jobs: timings are noisy), torch "
+             (f"- machine: {cpu_name()}, {os.cpu_count()} CPUs, torch "
               f"{torch.__version__} with {torch.get_num_threads()} thread(s), Python {platform.python_version()}"),
              f"- total wall time: {elapsed / 60:.1f} min", "",
              "| recipe | steps | train s | ms/step | parameters | bits/byte | parse share | distinct-2 | samples/s |",
