@@ -8,6 +8,7 @@ import math
 import numpy as np
 import torch
 
+from genforge.data.text import is_python_source
 from genforge.errors import ConfigError
 
 TEXT_SAMPLE_TOKENS = 256  # tokens per scored sample
@@ -24,7 +25,7 @@ class TextScorer:
         self.sample_tokens = TEXT_SAMPLE_TOKENS
         if evaluator.features_name not in ("auto", "text"):
             raise ConfigError(f"--features applies to image runs; this is a text run (on {evaluator.data})")
-        self.is_code = is_code_source(evaluator.data)
+        self.is_code = is_python_source(evaluator.data)
 
     @classmethod
     def extractor_name(cls, features: str, run) -> str:
@@ -139,8 +140,3 @@ def byte_lengths(tokenizer) -> torch.Tensor:
     of a character, so this asks the tokenizer rather than decoding tokens one by one."""
     return torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)], dtype=torch.long)
 
-
-def is_code_source(source: str) -> bool:
-    from genforge.data.text import is_python_source
-
-    return is_python_source(source)
