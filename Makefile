@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash tests/ensure_chromium.sh  # the browser test needs Debian's chromium: installed when missing
+	bash tests/ensure_fluidsynth.sh  # music's audio test renders with Debian's fluidsynth and fluid-soundfont-gm
 	$(BIN)/python -m pytest -q $(PARALLEL)
 
 test-fast: $(STAMP)

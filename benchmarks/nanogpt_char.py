@@ -41,6 +41,8 @@ from pathlib import Path
 import torch
 from common import cpu_name, csv, fmt, train_for_budget
 
+from genforge.demo import CODE_DATA
+
 DATA = "pycode"
 SEED = 0
 NANOGPT_STEPS, NANOGPT_WARMUP = 5000, 100  # train_shakespeare_char.py: max_iters, warmup_iters
@@ -51,7 +53,7 @@ NANOGPT_COMMON = ("model.pos=learned", "model.norm=layernorm", "model.mlp=gelu",
                   "train.ema_decay=0")
 # name -> (overrides, what it is); the warm-up of nanoGPT's recipes is set from the planned steps
 RECIPES = {
-    "genforge": (("data.tokenizer=bpe", "data.vocab_size=512", "data.block_size=64", "data.doc_starts=0.5"),
+    "genforge": (CODE_DATA,
                  "genforge's defaults for new transformer runs with the demo's code data: a 512-id byte-level BPE, "
                  "64-token windows, half of them opening a file"),
     "genforge-char": (("data.block_size=128",), "genforge's defaults on characters, 128-character windows (the "

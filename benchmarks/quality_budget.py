@@ -26,17 +26,20 @@ from pathlib import Path
 
 from common import cpu_name, csv, fmt, train_for_budget
 
+from genforge.demo import CODE_RECIPE
+
 FAMILIES = ("diffusion", "gan", "vae", "vqvae+prior", "transformer")
 FEATURES = ("classifier", "random")
 IMAGE_DATA, CODE_DATA = "mnist", "pycode"
-# the demo's code recipe: byte-level BPE of 512 ids, 64-token windows, half of them opening a file
-CODE_OVERRIDES = ["data.tokenizer=bpe", "data.vocab_size=512", "data.block_size=64", "data.doc_starts=0.5"]
+# the demo's code recipe: byte-level BPE of 512 ids, 64-token windows, half of them opening a file, sampled at
+# temperature 0.7 and top-p 0.95
+CODE_OVERRIDES = list(CODE_RECIPE)
 # a fifth of mnist held out (1,000 digits), so that n = 1,000 samples have a real held-out row of their own size
 IMAGE_OVERRIDES = ["data.val_fraction=0.2"]
 # the README's two-stage recipe: a small VQ-VAE with a Bernoulli reconstruction loss, then a prior whose context
-# is one 7x7 grid and its end-of-text token, sampled at temperature 1
+# is one 7x7 grid, its class token and its end-of-text token, sampled at temperature 1
 VQVAE_OVERRIDES = ["model.width=32", "model.num_codes=128", "model.recon_loss=bernoulli"]
-PRIOR_OVERRIDES = ["data.block_size=50", "model.temperature=1.0"]
+PRIOR_OVERRIDES = ["data.block_size=51", "model.temperature=1.0"]
 SEED = 0
 
 

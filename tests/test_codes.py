@@ -15,6 +15,7 @@ import genforge
 from genforge.modalities import get_modality, prepare
 from genforge.modalities.codes import CodeTokenizer
 from genforge.config import DataConfig
+from genforge.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,6 +52,48 @@ def test_code_streams_hold_each_image_as_end_of_text_then_its_grid(vq):
     assert tokenizer.encode(tokenizer.decode(stream[0])) == (codes[0] + 1).tolist()
 
 
+def test_class_tokens_put_each_image_s_class_between_end_of_text_and_its_grid(vq):
+    source = f"codes:{vq}"
+    prepared = prepare(source, DataConfig(source=source, block_size=34, class_tokens=True), progress=False)
+    tokenizer = prepared.tokenizer
+    assert tokenizer.class_names == tuple(str(d) for d in range(10)) and tokenizer.vocab_size == 33 + 10
+    assert (tokenizer.class_tokens, tokenizer.row_tokens) == (1, 17)
+    digits = prepare("digits", progress=False).train.get(slice(0, 3))
+    codes = genforge.load(vq, device="cpu").family.encode_codes(digits["x"]).reshape(3, -1).numpy()
+    stream = np.asarray(prepared.train.tokens[: 3 * 18]).reshape(3, 18)
+    assert (stream[:, 0] == 0).all() and np.array_equal(stream[:, 1], 33 + digits["y"].numpy())
+    assert np.array_equal(stream[:, 2:], codes + 1)
+    text = tokenizer.decode(stream[0])
+    assert text == f"<{int(digits['y'][0])}> " + " ".join(map(str, codes[0]))
+    assert tokenizer.encode(text) == stream[0, 1:].tolist()
+    assert CodeTokenizer.from_dict(tokenizer.to_dict()) == tokenizer
+    # a config made before the option (no key: False) keeps the plain streams and their cache entry
+    plain = prepare(source, DataConfig(source=source, block_size=34), progress=False)
+    assert plain.tokenizer.class_names == () and "class_names" not in plain.tokenizer.to_dict()
+    assert get_modality("codes").preparation_params(None, DataConfig(source=source)) == {"codes": True}
+    # new runs get class tokens; other data refuses the option in one line
+    assert genforge.make_config("transformer", source).data.class_tokens is True
+    assert genforge.make_config("transformer", "pycode").data.class_tokens is False
+    with pytest.raises(ConfigError, match="applies to codes sources"):
+        prepare("digits", DataConfig(source="digits", class_tokens=True), progress=False)
+
+
+def test_a_class_token_is_drawn_first_and_the_grid_after_it_is_decoded(prior, vq):
+    from genforge.modalities.codes import CodesCodec
+
+    tokenizer = get_modality("codes").load_tokenizer(prior / "tokenizer.json")
+    assert tokenizer.class_tokens == 1  # a new prior on labelled digits
+    family = genforge.load(vq, device="cpu").family
+    codes = torch.randint(0, 32, (2, 4, 4), generator=torch.Generator().manual_seed(0))
+    rows = torch.cat([torch.zeros(2, 1, dtype=torch.long), torch.tensor([[33 + 7], [33 + 2]]), codes.view(2, -1) + 1], 1)
+    torch.testing.assert_close(CodesCodec(tokenizer).decode(rows), family.decode_codes(codes))
+    rows[0, 5] = 33 + 4  # a class token inside a grid stands for code 0, as end-of-text does
+    codes[0].view(-1)[3] = 0
+    torch.testing.assert_close(CodesCodec(tokenizer).decode(rows), family.decode_codes(codes))
+    tokens = genforge.load(prior, device="cpu").sample_tensors(3, seed=0)[0]
+    assert tokens.shape == (3, 1 + 17)  # end-of-text, then the class and the grid
+
+
 def test_the_prior_samples_images_through_the_vq_vae(prior, vq, tmp_path):
     model = genforge.load(prior, device="cpu")
     assert model.writes_images
@@ -73,7 +116,7 @@ def test_codes_errors_are_one_line(vq, prior, tmp_path):
         (["train", "--family", "transformer", "--data", f"codes:{gan}", "--out", tmp_path / "a"], "must be a vqvae run"),
         (["train", "--family", "transformer", "--data", f"codes:{tmp_path}", "--out", tmp_path / "b"], "not a trained run"),
         (["train", "--family", "transformer", "--data", f"codes:{vq}", "--out", tmp_path / "c", "--set", "data.block_size=8"],
-         "block_size must be at least 17"),
+         "block_size must be at least 18"),
         (["sample", prior, "--prompt", "1 2"], "--prompt and --stop do not apply"),
     ]
     for args, expected in cases:

@@ -244,6 +244,8 @@ def test_bad_inputs_are_config_errors():
         build(downsample=4)  # 8 px halved four times
     with pytest.raises(ConfigError):
         build(recon_loss="l2")
+    with pytest.raises(ConfigError, match="decoder_temperature"):
+        build(decoder_temperature=-1.0)
 
 
 def test_bernoulli_reconstruction_loss_trains():
@@ -252,6 +254,25 @@ def test_bernoulli_reconstruction_loss_trains():
     history = train(model, [{"x": x}] * 40)
     assert history[-1]["recon"] < history[0]["recon"]
     assert model.reconstruct(x).abs().max() < 1
+
+
+def test_decoder_temperature_tempers_the_bernoulli_mean_only_when_shown():
+    from genforge.api import make_config
+    from genforge.families.vqvae import DECODER_TEMPERATURE_DEFAULT
+
+    out = torch.randn(2, 1, 8, 8) * 3
+    shown = {t: build(recon_loss="bernoulli", decoder_temperature=t).output_image(out) for t in (1.0, 0.7, 0.0)}
+    torch.testing.assert_close(shown[1.0], 2 * torch.sigmoid(out) - 1)  # runs made before the option
+    torch.testing.assert_close(shown[0.7], 2 * torch.sigmoid(out / 0.7) - 1)
+    assert torch.equal(shown[0.0], torch.where(out > 0, 1.0, -1.0))
+    mse = build(decoder_temperature=0.5)  # the Gaussian decoder's image is its output, whatever T says
+    assert torch.equal(mse.output_image(out), out.clamp(-1, 1))
+    x = (torch.rand(4, 1, 8, 8) > 0.5).float() * 2 - 1
+    losses = [build(recon_loss="bernoulli", decoder_temperature=t).reconstruction_loss(out[:1].expand(4, -1, -1, -1), x)
+              for t in (1.0, 0.7)]
+    assert torch.equal(losses[0], losses[1])  # training never sees T
+    assert VQVAEConfig().decoder_temperature == 1.0  # a config.yaml without the key
+    assert make_config("vqvae", "digits").model["decoder_temperature"] == DECODER_TEMPERATURE_DEFAULT == 0.6
 
 
 def test_cli_train_then_sample(tmp_path):

@@ -27,9 +27,12 @@ def make_config(
     **train: Any,
 ) -> RunConfig:
     """A full run config: TrainConfig defaults, then the family's defaults, then the caller's values."""
+    from genforge.modalities.registry import data_defaults
+
     kind = data_kind(family, data)
     family_cls = get_family(family, kind)
-    d: dict[str, Any] = {"family": family, "data": {"source": data}, "train": dict(family_cls.train_defaults),
+    d: dict[str, Any] = {"family": family, "data": {**data_defaults(data), "source": data},
+                         "train": dict(family_cls.train_defaults),
                          "model": dict(getattr(family_cls, "model_defaults", {}))}
     if steps is not None:
         d["train"]["steps"] = steps

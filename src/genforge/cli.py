@@ -157,6 +157,8 @@ def sample(
     constraint: list[str] = typer.Option([], "--constraint", help="Table runs: only rows meeting this constraint, "
                                          "on top of the run's own (repeatable): \"age >= 30\", \"low <= high\", "
                                          "\"total = a + b\"."),
+    audio: bool = typer.Option(False, "--audio", help="Music runs: also render each piece to a .wav (FluidSynth with "
+                               "a General MIDI SoundFont when installed, else a built-in additive synthesiser)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Generate samples from a trained run; one file per sample, plus grid.png for images.
@@ -188,7 +190,8 @@ def sample(
         typer.echo(piece, nl=False)  # click.echo flushes: the piece shows now
 
     paths = model.save_samples(n, out, seed=seed, prompt=prompt, stop=stop or None,
-                               on_piece=show if streaming else None, **conditions)
+                               on_piece=show if streaming else None, outputs={"audio": True} if audio else None,
+                               **conditions)
     if streaming:
         if not started:
             typer.echo(f"--- {paths[0].name}")

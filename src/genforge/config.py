@@ -14,6 +14,8 @@ from genforge.errors import ConfigError
 
 FOR_TABLES = {"applies_to": "table"}  # DataConfig field metadata: options only tables use
 FOR_TOKENS = {"applies_to": "tokens"}  # ... and options only token streams (text, code grids) use
+FOR_CODES = {"applies_to": "codes"}  # ... and options of one modality (by its name): VQ-VAE code grids
+FOR_MUSIC = {"applies_to": "music"}  # ... symbolic music
 
 
 @dataclass
@@ -29,6 +31,12 @@ class DataConfig:
     # text: share of training windows that begin at a document's start (its end-of-text token); random windows
     # of a large corpus rarely hold one, so a short run never learns how a file opens (--doc-starts)
     doc_starts: float = field(default=0.0, metadata=FOR_TOKENS)
+    # codes: each grid follows its image's class token (the VQ-VAE's images need labels); False in configs made
+    # before the option, True for new runs (CodesModality.data_defaults)
+    class_tokens: bool = field(default=False, metadata=FOR_CODES)
+    # music: training pieces are also learnt transposed by every shift up to this many semitones each way (new
+    # music runs: 3, MusicModality.data_defaults)
+    transpose: int = field(default=0, metadata=FOR_MUSIC)
     # tables (csv:, parquet: and the built-in tables); metadata "applies_to": the data kind they mean something for,
     # so other data refuses them (modalities/prepare.py)
     columns: dict[str, str] = field(default_factory=dict, metadata=FOR_TABLES)  # NAME -> type, over the inferred one

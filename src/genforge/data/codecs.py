@@ -102,6 +102,17 @@ class ImageCodec:
         return to_float(torch.from_numpy(to_array(img)))[None]
 
 
+def content_end(ids: np.ndarray, prompt_len: int, eot: int) -> int:
+    """Where a sampled row ends: at the first end-of-text token that follows generated content (end-of-text
+    tokens right after the prompt, before any content, are skipped); the prompt alone when nothing follows."""
+    generated = ids[prompt_len:]
+    content = np.flatnonzero(generated != eot)
+    if content.size == 0:
+        return min(prompt_len, len(ids))
+    after = np.flatnonzero(generated[content[0]:] == eot)
+    return prompt_len + content[0] + after[0] if after.size else len(ids)
+
+
 class TextCodec:
     """Token ids (n, T) <-> .txt files, through the run's tokenizer."""
 
@@ -114,17 +125,7 @@ class TextCodec:
         """The prompt plus the generated text up to its end: the first end-of-text token that follows
         generated content (end-of-text tokens right after the prompt, before any content, are skipped)."""
         ids = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
-        eot = self.tokenizer.eot_id
-        generated = ids[prompt_len:]
-        content = np.flatnonzero(generated != eot)
-        end = len(ids)
-        if content.size == 0:
-            end = min(prompt_len, len(ids))
-        else:
-            after = np.flatnonzero(generated[content[0]:] == eot)
-            if after.size:
-                end = prompt_len + content[0] + after[0]
-        return self.tokenizer.decode(ids[:end])
+        return self.tokenizer.decode(ids[:content_end(ids, prompt_len, self.tokenizer.eot_id)])
 
     def decode_all(self, tokens: torch.Tensor, prompt_len: int = 0) -> list[str]:
         return [self.decode_one(row, prompt_len) for row in _rows(tokens)]

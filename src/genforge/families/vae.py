@@ -50,6 +50,7 @@ from genforge.config import Range, check_choices, check_ranges
 from genforge.errors import ConfigError
 from genforge.families.capabilities import Attribute, Interpolation, Inversion, Labelled, Likelihood, Variations, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
+from genforge.nets.bernoulli import bernoulli_image
 from genforge.nets.conv import (
     ConvDecoder,
     ConvEncoder,
@@ -193,10 +194,7 @@ class VAE(Family):
         and keeps grey where it is not, which real grey digits resemble more than binary modes do."""
         if self.config.likelihood == "gaussian":
             return torch.tanh(out.float())
-        temperature = self.config.decoder_temperature
-        if temperature == 0:
-            return torch.where(out.float() > 0, 1.0, -1.0)
-        return torch.tanh(out.float() / (2 * temperature))  # 2 * sigmoid(out / T) - 1
+        return bernoulli_image(out, self.config.decoder_temperature)
 
     def sigma_log(self) -> torch.Tensor:
         """log sigma of the Gaussian decoder (learned or fixed), float32."""

@@ -11,8 +11,9 @@ not multiples of 2**downsample are zero-padded on the way in and centre-cropped 
 Loss per batch: recon + commitment * ||z - sg(q)||^2, both means over elements. ``recon_loss``:
   - "mse" (default): squared error on pixels in [-1, 1]; the decoder's output is the image (clamped to
     [-1, 1] when decoding). A Gaussian likelihood with fixed variance, as in the paper; suits any data.
-  - "bernoulli": binary cross-entropy on (x + 1) / 2, the image is tanh(out / 2); sharper strokes on
-    digit-like, nearly binary data.
+  - "bernoulli": binary cross-entropy on (x + 1) / 2, the image is the decoder's mean 2 sigmoid(out) - 1,
+    tempered by ``decoder_temperature`` T to 2 sigmoid(out / T) - 1 (``nets.bernoulli``); sharper strokes
+    on digit-like, nearly binary data.
 Logs: "recon", "commitment", and the codebook's health: "perplexity" (exp of the entropy of the batch's
 code usage), "usage" (share of codes used in the batch) and "dead_restarts".
 
@@ -36,13 +37,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from genforge.data.spec import DataSpec
+from genforge.config import Range, check_ranges
 from genforge.errors import ConfigError
 from genforge.families.capabilities import Plain, declare
 from genforge.families.base import Family, OptimizerGroup, Phase, eval_mode
+from genforge.nets.bernoulli import bernoulli_image
 from genforge.nets.conv import center_crop, check_image_shape, decay_split
 from genforge.nets.quantize import VectorQuantizer
 
 RECON_LOSSES = ("mse", "bernoulli")
+MODEL_RANGES = {"decoder_temperature": Range(0, hint="1 is the mean image, 0 the mode")}
+# New runs show the Bernoulli decoder's mean at T = 0.6. On mnist (the README's two-stage recipe, 2 CPU
+# minutes, n = 1,000 against the training digits, FD in the classifier's / a random network's features)
+# reconstructions of held-out digits score 4.93 / 33.7 at T = 1, 1.38 / 6.6 at 0.7 and 1.18 / 9.7 at 0.6;
+# the prior's samples 6.05 / 36.3 at 0.7, 5.14 / 37.7 at 0.6 and 4.79 / 46.5 at 0.5.
+DECODER_TEMPERATURE_DEFAULT = 0.6
 
 
 @dataclass
@@ -57,6 +66,9 @@ class VQVAEConfig:
     decay: float = 0.99  # EMA decay of the codebook
     restart_threshold: float = 1.0  # restart codes assigned fewer vectors per batch than this (EMA); 0: never
     recon_loss: str = "mse"  # "mse" on [-1, 1] or "bernoulli" (BCE on (x+1)/2)
+    # bernoulli only: images shown are 2 sigmoid(logit / T) - 1; 1 is the plain mean (runs made before the
+    # option), 0 the mode. Training never sees it. New runs get VQVAE.model_defaults.
+    decoder_temperature: float = 1.0
 
 
 class ResidualBlock(nn.Module):
@@ -115,6 +127,7 @@ class VQVAE(Family):
     Config = VQVAEConfig
     accepts = ("image",)
     capabilities = declare(sample=Plain, encode=Plain)
+    model_defaults: ClassVar[dict[str, Any]] = {"decoder_temperature": DECODER_TEMPERATURE_DEFAULT}
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-3,
         "batch_size": 64,
@@ -141,6 +154,7 @@ class VQVAE(Family):
             )
         if config.recon_loss not in RECON_LOSSES:
             raise ConfigError(f"unknown vqvae recon_loss '{config.recon_loss}'; expected one of: {', '.join(RECON_LOSSES)}")
+        check_ranges(config, MODEL_RANGES, "model")
         self.height, self.width = height, width_px
         factor = 2**config.downsample
         self._code_grid = (math.ceil(height / factor), math.ceil(width_px / factor))
@@ -180,7 +194,7 @@ class VQVAE(Family):
     def output_image(self, out: torch.Tensor) -> torch.Tensor:
         """Decoder output -> image in [-1, 1], float32."""
         if self.config.recon_loss == "bernoulli":
-            return torch.tanh(out.float() / 2)  # 2 * sigmoid(out) - 1
+            return bernoulli_image(out, self.config.decoder_temperature)
         return out.float().clamp(-1.0, 1.0)
 
     def reconstruction_loss(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

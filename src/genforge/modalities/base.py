@@ -65,6 +65,8 @@ class Modality(abc.ABC):
     builtin_sources: ClassVar[dict[str, str]] = {}  # name -> one-line description
     path_forms: ClassVar[dict[str, str]] = {}  # kind -> how to write it, e.g. "folder:PATH (...)"
     model_kind: ClassVar[str] = "generic"  # which Model class the API loads its runs with
+    # data.* values new runs start from (configs made before an option keep the DataConfig default)
+    data_defaults: ClassVar[dict[str, Any]] = {}
     scorer: ClassVar[Any] = None  # the evaluate-layer scorer: a class, or "module:Class"
     scores_as: ClassVar[str | None] = None  # results compare with this modality's (codes are scored as images)
     default_eval_n: ClassVar[int] = 100  # samples `genforge eval` scores

@@ -63,7 +63,7 @@ def check_applies(cfg: DataConfig, src, modality) -> None:
     defaults = DataConfig()
     for f in dataclasses.fields(DataConfig):
         kind = f.metadata.get("applies_to")
-        if kind and kind != modality.data_kind and getattr(cfg, f.name) != getattr(defaults, f.name):
+        if kind and kind not in (modality.data_kind, modality.name) and getattr(cfg, f.name) != getattr(defaults, f.name):
             raise ConfigError(f"data.{f.name} applies to {kind} sources; '{src.canonical}' is {modality.name} data")
 
 

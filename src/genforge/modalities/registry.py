@@ -23,6 +23,7 @@ MODALITIES: dict[str, Any] = {  # name -> "module:Class" (imported on first use)
     "text": "genforge.modalities.text:TextModality",
     "codes": "genforge.modalities.codes:CodesModality",
     "table": "genforge.modalities.table:TableModality",
+    "music": "genforge.modalities.music:MusicModality",
 }
 _instances: dict[str, Modality] = {}
 
@@ -72,6 +73,19 @@ def modality_of(spec: DataSpec, run_path: str | Path | None = None) -> Modality:
 
 
 # ---- sources ------------------------------------------------------------------------------------
+def data_defaults(source: str) -> dict:
+    """The data.* values new runs on ``source`` start from (its modality's ``data_defaults``), read from the
+    source's name alone: nothing is opened or checked here (``parse_source`` does that when it is prepared)."""
+    if not isinstance(source, str):
+        return {}
+    source = source.strip()
+    kind = source.partition(":")[0]
+    for modality in all_modalities():
+        if source in modality.builtin_sources or (":" in source and kind in modality.path_forms):
+            return dict(modality.data_defaults)
+    return {}
+
+
 def parse_source(source: str) -> tuple[Source, Modality]:
     """``"mnist"`` or ``"folder:~/pictures"`` -> (Source, its modality); a DataError listing the choices otherwise."""
     if not isinstance(source, str) or not source.strip():

@@ -202,8 +202,11 @@ class Model:
 
     def save_samples(self, n: int, out: str | Path, seed: int = 0, prompt: str | None = None, *,
                      stop: str | Sequence[str] | None = None, on_piece: Callable[[str], None] | None = None,
-                     progress: bool = True, **conditions: Any) -> list[Path]:
+                     progress: bool = True, outputs: dict[str, Any] | None = None, **conditions: Any) -> list[Path]:
         """Write one file per sample into ``out`` (plus grid.png for images, and settings.json).
+
+        ``outputs``: what the run's codec writes besides each sample, among those it offers
+        (``codec.output_options``: music's {"audio": True} adds a .wav); they are recorded with the settings.
 
         Samples are generated ``SAMPLE_BATCH`` at a time and each batch is written as it finishes, so
         memory stays bounded for any ``n`` up to ``MAX_SAMPLES`` (a progress bar shows when there is
@@ -213,7 +216,13 @@ class Model:
         from tqdm.auto import tqdm
 
         check_count(n, "the number of samples", batches.MAX_SAMPLES)
-        params = self.sample_params(n, seed, prompt, stop, conditions)
+        outputs = {k: v for k, v in (outputs or {}).items() if v is not None}
+        offered = getattr(self.codec, "output_options", {})
+        for key in outputs:
+            if key not in offered:
+                raise ConfigError(f"--{key.replace('_', '-')} does not apply to {self.run.path} ({self.spec.modality} "
+                                  f"data); it applies to runs whose samples offer it: " + (", ".join(offered) or "none here"))
+        params = {**self.sample_params(n, seed, prompt, stop, conditions), **outputs}
         paths: list[Path] = []
         shown: list = []  # the first items, which the preview (grid.png) shows
         plan = batches.sample_batches(n, seed)

@@ -106,10 +106,11 @@ class TextModel(Model):
 
     def save_samples(self, n: int, out: str | Path, seed: int = 0, prompt: str | None = None, *,
                      stop: str | Sequence[str] | None = None, on_piece: Callable[[str], None] | None = None,
-                     progress: bool = True, **conditions: Any) -> list[Path]:
+                     progress: bool = True, outputs: dict[str, Any] | None = None, **conditions: Any) -> list[Path]:
         """``Model.save_samples``; for one sample, ``on_piece`` (if given) gets the text while it is generated."""
-        if on_piece is None or n != 1:
-            return super().save_samples(n, out, seed, prompt, stop=stop, progress=progress, **conditions)
+        if on_piece is None or n != 1 or any(v is not None for v in (outputs or {}).values()):
+            return super().save_samples(n, out, seed, prompt, stop=stop, progress=progress, outputs=outputs,
+                                        **conditions)
         params = self.sample_params(n, seed, prompt, stop, conditions)
         pieces = []
         for piece in self.stream(prompt, seed, stop=stop, **conditions):

@@ -34,7 +34,7 @@ class CodesScorer(ImageScorer):
     def draw(self, family, amp_dtype) -> tuple[torch.Tensor, float]:
         tokenizer = self.evaluator.prepared.tokenizer
         tokens, seconds = self.evaluator.draw(family, amp_dtype, self.sample_batch, prompt=[tokenizer.eot_id],
-                                              max_new_tokens=tokenizer.grid_tokens)
+                                              max_new_tokens=tokenizer.row_tokens)
         return self.codec.decode(tokens), seconds
 
     def likelihood(self, family) -> dict:

@@ -1,0 +1,111 @@
+"""Event-token samples of music -> files people can open, hear and look at.
+
+Each sample is one row of token ids: the tokens after the prompt up to the end-of-piece token that
+follows content (as a text sample ends at its end-of-text) become a ``symusic.Score`` through the run's
+``MusicTokenizer``. ``write_items`` writes it as ``000000.mid`` with a piano-roll preview ``000000.png``
+beside it, and, when the sample settings ask for audio (``genforge sample --audio``), ``000000.wav``
+rendered by FluidSynth or, without it, genforge's additive synthesiser (``music_render``). ``grid``
+(the training run's sample previews) draws the first samples' piano rolls one above the other.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genforge.data.codecs import _plain, content_end
+from genforge.data.spec import DataSpec
+from genforge.io import atomic_write_bytes, atomic_write_json, ensure_dir
+
+GRID_ROWS = 4  # pieces a preview (grid.png, the training run's samples) shows
+GAP = 4  # pixels between two pieces in a preview
+
+
+class MusicCodec:
+    """Token ids (n, T) -> ``symusic.Score`` items -> .mid files (+ .png previews, + .wav on request)."""
+
+    suffix = ".mid"
+    output_options = {"audio": "a .wav beside each .mid"}
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def decode_one(self, ids: torch.Tensor | np.ndarray | list[int], prompt_len: int = 0):
+        ids = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
+        end = content_end(ids, prompt_len, self.tokenizer.eot_id)
+        kept = [int(i) for i in ids[:end] if int(i) != self.tokenizer.eot_id]
+        return self.tokenizer.decode_score(kept)
+
+    def decode(self, tokens: torch.Tensor, prompt_len: int = 0) -> list:
+        return [self.decode_one(row, prompt_len) for row in tokens]
+
+    def item_shape(self, spec: DataSpec) -> None:
+        return None  # token rows are small: no memory estimate needed
+
+    def write_items(self, scores: list, out_dir: str | os.PathLike, params: dict[str, Any], start: int = 0) -> list[Path]:
+        """``NNNNNN.mid`` per piece, its piano roll as ``NNNNNN.png``, and ``NNNNNN.wav`` when ``params["audio"]``."""
+        from genforge.data.music_render import render_wav, roll_png
+
+        out_dir = ensure_dir(out_dir, "output folder")
+        paths = []
+        for i, score in enumerate(scores, start):
+            path = out_dir / f"{i:06d}.mid"
+            atomic_write_bytes(path, score_bytes(score))
+            roll_png(score, path.with_suffix(".png"))
+            if params.get("audio"):
+                render_wav(score, path.with_suffix(".wav"))
+            paths.append(path)
+        return paths
+
+    def finish(self, scores: list, out_dir: str | os.PathLike, params: dict[str, Any]) -> None:
+        """settings.json, once every piece is written, and grid.png: the first pieces' piano rolls."""
+        out_dir = ensure_dir(out_dir, "output folder")
+        self.preview(scores, out_dir / "grid.png")
+        atomic_write_json(out_dir / "settings.json", _plain(params))
+
+    def save(self, tokens: torch.Tensor, out_dir: str | os.PathLike, params: dict[str, Any], prompt_len: int = 0) -> list[Path]:
+        scores = self.decode(tokens, prompt_len)
+        paths = self.write_items(scores, out_dir, params)
+        self.finish(scores, out_dir, params)
+        return paths
+
+    def grid(self, tokens: torch.Tensor, path: str | os.PathLike, params: dict[str, Any], prompt_len: int = 0) -> Path:
+        """A training preview: the first samples' piano rolls in one PNG."""
+        return self.preview(self.decode(tokens, prompt_len), Path(path).with_suffix(".png"))
+
+    def preview(self, scores: list, path: Path) -> Path:
+        """The first ``GRID_ROWS`` pieces' piano rolls, one above the other (left-aligned, a gap between)."""
+        import io
+        import tempfile
+
+        from PIL import Image
+
+        from genforge.data.music_render import BACKGROUND, roll_png
+
+        rolls = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, score in enumerate(scores[:GRID_ROWS]):
+                roll_png(score, Path(tmp) / f"{i}.png")
+                with Image.open(Path(tmp) / f"{i}.png") as img:
+                    rolls.append(img.convert("RGB"))
+        if not rolls:
+            return path
+        canvas = Image.new("RGB", (max(r.width for r in rolls), sum(r.height for r in rolls) + GAP * (len(rolls) - 1)),
+                           tuple(v // 2 for v in BACKGROUND))
+        top = 0
+        for roll in rolls:
+            canvas.paste(roll, (0, top))
+            top += roll.height + GAP
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="PNG")
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+
+def score_bytes(score) -> bytes:
+    """A score as the bytes of a standard MIDI file."""
+    return bytes(score.dumps_midi())

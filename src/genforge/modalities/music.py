@@ -1,0 +1,194 @@
+"""Symbolic music: J. S. Bach's chorales from music21's bundled corpus (``bach``), or ``music:PATH`` (a MIDI
+or MusicXML file, or a folder of them), as REMI event tokens for the transformer family.
+
+Each piece is read once (``data/music.py``: symusic for MIDI, music21 for MusicXML and its other formats),
+checked (pieces with no notes, or only drums, are skipped and named in one warning), assigned to a split by
+a hash of its name (so a piece never straddles the split, and adding one moves no other), and tokenised by
+``MusicTokenizer`` (``data/music_tokens.py``: bar, position, pitch, velocity, duration and tempo tokens,
+a fixed vocabulary). Training pieces are also written transposed by every shift in
+[-``data.transpose``, ``data.transpose``] semitones, the augmentation symbolic music models use to learn
+every key from a corpus in a few; held-out pieces are written once, untransposed. Each piece is preceded
+by the end-of-piece token, so the streams are read like text's: random windows of ``data.block_size``.
+
+Samples start from the end-of-piece token and become .mid files, each with a piano-roll .png beside it
+(and a .wav with ``genforge sample --audio``): ``data/music_codec.py``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from genforge.config import DataConfig
+from genforge.data.cache import Entry
+from genforge.data.sources import Source
+from genforge.data.spec import DataSpec
+from genforge.data.text import token_dtype
+from genforge.data.tokenizers import load_tokenizer
+from genforge.errors import ConfigError, DataError
+from genforge.modalities.base import Prepared, ReportStyle
+from genforge.modalities.text import TokenStreams
+
+MUSIC_SUFFIXES = (".mid", ".midi", ".xml", ".musicxml", ".mxl", ".krn", ".abc")
+SAMPLE_TOKENS = 512  # event tokens per sampled piece: about eight bars of a four-part chorale
+MAX_TRANSPOSE = 11
+
+
+class MusicModality(TokenStreams):
+    name = "music"
+    builtin_sources = {"bach": "J. S. Bach's four-part chorales, from music21's bundled corpus (~370 pieces)"}
+    path_forms = {"music": "music:PATH (a MIDI or MusicXML file, or a folder of them)"}
+    data_defaults = {"transpose": 3}
+    scorer = "genforge.evaluate.scorers.music:MusicScorer"
+    default_eval_n = 50
+    training_eval_n = 20
+    report = ReportStyle(
+        title="Music",
+        columns=("val_loss", "bits_per_event", "pitch_class_distance", "oa_mean", "kl_mean", "scale_consistency",
+                 "empty_pieces"),
+        lower_is_better=frozenset({"val_loss", "bits_per_event", "pitch_class_distance", "kl_mean", "empty_pieces"}),
+        notes=(
+            "val_loss (nats per event token) and bits_per_event on the held-out pieces.",
+            f"Samples are compared with real held-out windows of the same length ({SAMPLE_TOKENS} tokens): "
+            "pitch_class_distance is the Jensen-Shannon divergence (bits, 0-1) of the mean pitch-class histograms.",
+            "oa_mean: Yang & Lerch's overlapped area (0-1, 1 best), averaged over 8 features (pitch count, range, note "
+            "density, polyphony, scale consistency, empty bars, inter-onset interval, pitch-class histogram): "
+            "distances between samples against distances from samples to real pieces, each smoothed by a KDE; "
+            "kl_mean: their KL divergence in nats.",
+            "scale_consistency: best share of notes in one major or harmonic-minor scale; empty_pieces: share of "
+            "samples with no note. The real-data row scores a second set of held-out windows, from other pieces.",
+        ),
+        shows="grid",
+    )
+
+    # ---- sources ----------------------------------------------------------------------------------
+    def check_path(self, source: Source) -> None:
+        if not music_files(source.path):
+            raise DataError(f"data source '{source.canonical}': no music files in {source.path}; expected MIDI or "
+                            f"MusicXML files ({', '.join(MUSIC_SUFFIXES)})")
+
+    def source_files(self, source: Source) -> list[Path] | None:
+        return None if source.path is None else music_files(source.path)
+
+    # ---- preparation ------------------------------------------------------------------------------
+    def check_config(self, source: Source, cfg: DataConfig) -> None:
+        if cfg.tokenizer != "char" or cfg.fim_rate:
+            raise ConfigError(f"'{source.canonical}' is music: its tokens are REMI events, so --tokenizer and --fim-rate "
+                              "do not apply")
+        if isinstance(cfg.transpose, bool) or not isinstance(cfg.transpose, int) or not 0 <= cfg.transpose <= MAX_TRANSPOSE:
+            raise ConfigError(f"data.transpose must be a whole number of semitones from 0 to {MAX_TRANSPOSE}, "
+                              f"got {cfg.transpose!r}")
+
+    def preparation_params(self, source: Source, cfg: DataConfig) -> dict:
+        return {"val_fraction": float(cfg.val_fraction), "transpose": int(cfg.transpose), "tokens": "remi"}
+
+    def write(self, tmp: Path, source: Source, params: dict, progress: bool) -> dict:
+        from genforge.data.music_tokens import MusicTokenizer
+
+        pieces = read_pieces(source, progress)
+        tokenizer = MusicTokenizer()
+        tokenizer.save(tmp / "tokenizer.json")
+        return write_streams(pieces, tokenizer, tmp, params, progress)
+
+    def load_tokenizer(self, path: Path):
+        from genforge.data.music_tokens import MusicTokenizer
+
+        return load_tokenizer(path, {MusicTokenizer.type: MusicTokenizer.from_dict})
+
+    def assemble(self, entry: Entry, source: Source, cfg: DataConfig) -> Prepared:
+        train, val = self.windows(entry, source, cfg)
+        spec = DataSpec(self.name, (cfg.block_size,), vocab_size=entry.tokenizer.vocab_size)
+        return Prepared(spec, train, val, entry.tokenizer, entry.manifest, entry.path)
+
+    # ---- runs -------------------------------------------------------------------------------------
+    def grid_items(self, grid_size: int) -> int:
+        return min(4, grid_size)
+
+    def sample_options(self, spec: DataSpec, tokenizer) -> dict:
+        return {"prompt": [tokenizer.eot_id], "max_new_tokens": SAMPLE_TOKENS}
+
+    def codec(self, spec: DataSpec, tokenizer):
+        from genforge.data.music_codec import MusicCodec
+
+        if tokenizer is None:
+            raise DataError("music runs need their tokenizer.json to write samples; it is missing")
+        return MusicCodec(tokenizer)
+
+
+def music_files(root: Path) -> list[Path]:
+    """``root`` itself when it is a music file, else the music files under it (hidden ones skipped), sorted."""
+    root = Path(root)
+    if root.is_file():
+        return [root] if root.suffix.lower() in MUSIC_SUFFIXES else []
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MUSIC_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def read_pieces(source: Source, progress: bool) -> list[tuple[str, object]]:
+    """(name, score) of every usable piece. In a folder, files that cannot be read and pieces with nothing to
+    learn (no notes, only drums) are skipped and named in one warning; a single file's problem is an error."""
+    from genforge.data import music
+
+    pieces, skipped = [], []
+    with tqdm(desc="reading music", unit="piece", disable=not progress, leave=False) as bar:
+        for name, read in piece_readers(source):
+            try:
+                score = read()
+            except DataError as e:
+                if source.path is not None and source.path.is_file():
+                    raise
+                skipped.append(f"{name} ({e})")
+                continue
+            finally:
+                bar.update()
+            reason = music.check_piece(score, name)
+            if reason:
+                skipped.append(f"{name} ({reason})")
+            else:
+                pieces.append((name, score))
+    if not pieces:
+        raise DataError(f"data source '{source.canonical}' holds no piece with notes to learn from"
+                        + (f" (skipped: {', '.join(skipped[:3])})" if skipped else ""))
+    if skipped:
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        warnings.warn(f"{source.canonical}: skipped {len(skipped)} piece(s): {', '.join(skipped[:5])}{more}", stacklevel=2)
+    return pieces
+
+
+def piece_readers(source: Source):
+    """(name, a function reading that piece) for each piece of the source, in a fixed order."""
+    from genforge.data import music
+
+    if source.path is None:
+        for name, score in music.bach_pieces():
+            yield name, (lambda score=score: score)
+        return
+    root = source.path if source.path.is_dir() else source.path.parent
+    for path in music_files(source.path):
+        yield path.relative_to(root).as_posix(), (lambda path=path: music.load_score(path))
+
+
+def write_streams(pieces: list, tokenizer, folder: Path, params: dict, progress: bool) -> dict:
+    """train.bin and val.bin: each piece after the end-of-piece token; training pieces in every transposition."""
+    from genforge.data import music
+
+    names = [name for name, _ in pieces]
+    train_names, _ = music.split_pieces(names, params["val_fraction"])
+    train_set = set(train_names)
+    dtype = token_dtype(tokenizer.vocab_size)
+    shifts = range(-params["transpose"], params["transpose"] + 1)
+    counts, in_split = {"train": 0, "val": 0}, {"train": 0, "val": 0}
+    with open(folder / "train.bin", "wb") as train_f, open(folder / "val.bin", "wb") as val_f:
+        for name, score in tqdm(pieces, desc="tokenizing", unit="piece", disable=not progress, leave=False):
+            split = "train" if name in train_set else "val"
+            versions = music.transpositions(score, list(shifts)) if split == "train" else [score]
+            for version in versions:
+                ids = np.asarray([tokenizer.eot_id, *tokenizer.encode_score(version)], dtype=dtype)
+                (train_f if split == "train" else val_f).write(ids.tobytes())
+                counts[split] += len(ids)
+            in_split[split] += 1
+    return {"tokenizer": tokenizer.type, "vocab_size": tokenizer.vocab_size, "special_ids": tokenizer.special_ids,
+            "sizes": counts, "tokens": counts, "token_dtype": np.dtype(dtype).name, "pieces": in_split}

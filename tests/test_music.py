@@ -1,0 +1,149 @@
+"""Music as a modality, end to end: `music:PATH` and `bach` prepared into REMI event streams (split by piece,
+training pieces transposed), the transformer trained on them unchanged, and samples written as .mid files
+with a piano-roll .png (and a .wav with --audio)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clitools import invoke, one_error_line, run_main
+from symusic import Note, Score, Track
+
+import genforge
+from genforge.config import DataConfig
+from genforge.errors import ConfigError
+from genforge.modalities import prepare
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TPQ = 8
+
+
+def melody(seed: int, bars: int = 4) -> Score:
+    """A one-track piece of quarter notes in C major, different per seed."""
+    rng = np.random.default_rng(seed)
+    score, track = Score(TPQ), Track(name="melody", program=0)
+    for beat in range(4 * bars):
+        track.notes.append(Note(beat * TPQ, TPQ, int(rng.choice([60, 62, 64, 65, 67, 69, 71, 72])), 80))
+    score.tracks.append(track)
+    return score
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("music")
+    for i in range(6):
+        melody(i).dump_midi(str(folder / f"piece{i}.mid"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(corpus, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("run") / "music"
+    invoke("train", "--family", "transformer", "--data", f"music:{corpus}", "--out", path, "--steps", "4", "--quiet",
+           "--set", "data.block_size=32", "--set", "model.n_layer=1", "--set", "model.n_embd=32",
+           "--set", "model.n_head=2", "--set", "train.sample_every=0")
+    return path
+
+
+def stream_pieces(tokens: np.ndarray, eot: int) -> list[list[int]]:
+    starts = np.flatnonzero(tokens == eot)
+    return [tokens[a + 1:b].tolist() for a, b in zip(starts, [*starts[1:], len(tokens)])]
+
+
+def test_pieces_are_split_whole_and_training_pieces_are_transposed(corpus):
+    source = f"music:{corpus}"
+    prepared = prepare(source, DataConfig(source=source, block_size=32, transpose=2), progress=False)
+    tokenizer = prepared.tokenizer
+    train = stream_pieces(np.asarray(prepared.train.tokens), tokenizer.eot_id)
+    val = stream_pieces(np.asarray(prepared.val.tokens), tokenizer.eot_id)
+    assert prepared.manifest["pieces"]["train"] + prepared.manifest["pieces"]["val"] == 6
+    assert len(train) == 5 * prepared.manifest["pieces"]["train"] and len(val) == prepared.manifest["pieces"]["val"]
+    originals = {i: tokenizer.encode_score(melody(i)) for i in range(6)}
+    held_out = [i for i in range(6) if originals[i] in val]
+    assert len(held_out) == len(val) >= 1  # held-out pieces are written once, untransposed
+    for shift_group in (train[k:k + 5] for k in range(0, len(train), 5)):
+        pitches = [sorted(n.pitch for n in tokenizer.decode_score(ids).tracks[0].notes) for ids in shift_group]
+        for k, shifted in enumerate(pitches):  # -2 .. +2 semitones, in order
+            assert shifted == [p + (k - 2) for p in pitches[2]]
+        assert tokenizer.decode_score(shift_group[2]).tracks[0].notes[0].pitch in range(60, 73)
+    assert all(originals[i] not in train for i in held_out)
+
+
+def test_a_folder_skips_what_it_cannot_learn_from_and_names_it(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    melody(0).dump_midi(str(folder / "good.mid"))
+    melody(1).dump_midi(str(folder / "good2.mid"))
+    (folder / "corrupt.mid").write_bytes(b"MThd\x00\x00")
+    drums = Score(TPQ)
+    drums.tracks.append(Track(name="kit", program=0, is_drum=True))
+    drums.tracks[0].notes.append(Note(0, TPQ, 36, 100))
+    drums.dump_midi(str(folder / "drums.mid"))
+    Score(TPQ).dump_midi(str(folder / "empty.mid"))
+    source = f"music:{folder}"
+    with pytest.warns(UserWarning, match="skipped 3 piece") as caught:
+        prepared = prepare(source, DataConfig(source=source, block_size=16), progress=False)
+    message = str(caught[0].message)
+    assert "corrupt.mid" in message and "drums.mid (holds only drums)" in message and "empty.mid (has no notes)" in message
+    assert sum(prepared.manifest["pieces"].values()) == 2
+
+
+def test_new_runs_transpose_by_default_and_other_data_refuses_it():
+    assert genforge.make_config("transformer", "bach").data.transpose == 3
+    assert genforge.make_config("transformer", "pycode").data.transpose == 0
+    with pytest.raises(ConfigError, match="applies to music sources"):
+        prepare("digits", DataConfig(source="digits", transpose=2), progress=False)
+
+
+def test_the_transformer_samples_midi_with_piano_rolls_and_audio(run, tmp_path):
+    from symusic import Score as Loaded
+
+    model = genforge.load(run, device="cpu")
+    assert model.spec.modality == "music" and model.codec.suffix == ".mid"
+    out = tmp_path / "out"
+    invoke("sample", run, "-n", "2", "--seed", "3", "--audio", "--out", out)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["000000.mid", "000000.png", "000000.wav", "000001.mid", "000001.png", "000001.wav", "grid.png",
+                     "settings.json"]
+    Loaded(str(out / "000000.mid"))  # a standard MIDI file
+    again = tmp_path / "again"
+    invoke("sample", run, "-n", "2", "--seed", "3", "--out", again)
+    assert (again / "000001.mid").read_bytes() == (out / "000001.mid").read_bytes()  # seeded
+    assert not list(again.glob("*.wav"))
+    result = genforge.evaluate(run, n=3, progress=False, save=False, reference=True)
+    assert result["modality"] == "music" and result["scorer"] == "music"
+    assert {"bits_per_event", "pitch_class_distance", "oa_mean", "scale_consistency", "empty_pieces"} <= set(result["metrics"])
+
+
+def test_music_errors_are_one_line(corpus, run, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bad.mid").write_bytes(b"MThd not really a midi file")
+    images = tmp_path / "img"
+    invoke("train", "--family", "gan", "--data", "digits", "--out", images, "--steps", "1", "--quiet",
+           "--set", "model.width=8", "--set", "train.sample_every=0")
+    cases = [
+        (["data", "prepare", f"music:{broken}"], "bad.mid"),
+        (["data", "prepare", f"music:{tmp_path / 'nothing'}"], "does not exist"),
+        (["sample", images, "--audio", "-n", "1", "--out", tmp_path / "x"], "--audio does not apply"),
+        (["train", "--family", "transformer", "--data", f"music:{corpus}", "--out", tmp_path / "t",
+          "--set", "data.transpose=40"], "data.transpose"),
+    ]
+    for args, expected in cases:
+        assert expected in one_error_line(run_main(*args)), args
+
+
+def test_bach_is_built_in(monkeypatch, tmp_path):
+    """The chorales from music21's corpus (three of them here: reading all of them takes minutes)."""
+    from genforge.data import music
+
+    pieces = list(music.bach_pieces(limit=3))
+    monkeypatch.setattr(music, "bach_pieces", lambda limit=None: iter(pieces))
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))  # a three-piece "bach" must not stand in the shared cache
+    prepared = prepare("bach", DataConfig(source="bach", block_size=64, transpose=1), progress=False)
+    assert prepared.spec.modality == "music"
+    counts = prepared.manifest["pieces"]
+    assert counts["train"] + counts["val"] == 3 and min(counts.values()) >= 1
