@@ -1,4 +1,5 @@
-"""Small helpers the benchmark scripts share: command-line lists, the machine's name, number cells."""
+"""Small helpers the benchmark scripts share: command-line lists, the machine's name, number cells, training for
+a budget and scoring images in several feature views."""
 
 from __future__ import annotations
 
@@ -57,3 +58,36 @@ def train_for_budget(family: str, data: str, run_dir: Path, overrides: list[str]
     result = genforge.train(family, data, run_dir, steps=planned, overrides=overrides, progress=False,
                             device="cpu", seed=seed, max_minutes=minutes, sample_every=0, ckpt_every=planned)
     return result, planned, time.process_time() - cpu_start, prepared
+
+
+FEATURE_VIEWS = ("classifier", "random")  # genforge's mnist classifier and a random network: two views of one draw
+
+
+def view_scorers(run_dir: Path, n: int, likelihood_samples: int | None = None, views=FEATURE_VIEWS):
+    """A trained image run loaded on the CPU, and one image scorer per feature view of its data (n samples,
+    seed 0, as `genforge eval` draws them)."""
+    import genforge
+    from genforge.evaluate.evaluator import Evaluator
+    from genforge.modalities import prepare
+
+    model = genforge.load(run_dir, device="cpu")
+    data = model.run.config.data
+    prepared = prepare(data.source, data, progress=False)
+    scorers = [Evaluator(prepared, data=data.source, features=view, n=n, seed=0, device=model.device, progress=False,
+                         likelihood_samples=likelihood_samples).scorer for view in views]
+    return model, dict(zip(views, scorers))
+
+
+def view_scores(scorers: dict, images, keys=("fd", "kid", "precision", "recall")) -> tuple[dict, dict]:
+    """The same images scored in every view: ({"KEY/VIEW": value}, the real held-out row alike). The views
+    differ only in their features, so a slow sampler is paid once."""
+    from genforge.evaluate.image_metrics import image_scores
+
+    row, real = {}, {}
+    for view, scorer in scorers.items():
+        reference = scorer.reference_features().numpy()
+        metrics = image_scores(reference, scorer.features(images).numpy(), train=reference, seed=0)
+        floor = scorer.reference_metrics() or {}
+        for key in keys:
+            row[f"{key}/{view}"], real[f"{key}/{view}"] = metrics.get(key), floor.get(key)
+    return row, real

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import cpu_name, csv, fmt
+from common import FEATURE_VIEWS, cpu_name, csv, fmt, view_scorers, view_scores
 
 # name -> (what it is, overrides): the old default, then EDM's recipe (today's default) and changes to it
 EDM = ["model.prediction=edm", "model.noise_sampling=lognormal", "train.ema_gamma=0"]
@@ -38,7 +38,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "wide": ("EDM, base_channels 24 (default 16)", [*EDM, "model.base_channels=24"]),
     "narrow": ("EDM, base_channels 12", [*EDM, "model.base_channels=12"]),
 }
-FEATURES = ("classifier", "random")
+FEATURES = FEATURE_VIEWS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,16 +87,7 @@ def cost_keys(overrides: list[str]) -> list[str]:
 
 def score(args, run_dir: Path) -> tuple[dict, dict]:
     """{cell: {fd/<view>: ...}} for the run, and the real held-out row {fd/<view>: ...}."""
-    import genforge
-    from genforge.evaluate.evaluator import Evaluator
-    from genforge.evaluate.image_metrics import image_scores
-    from genforge.modalities import prepare
-
-    model = genforge.load(run_dir, device="cpu")
-    data = model.run.config.data
-    prepared = prepare(data.source, data, progress=False)
-    scorers = [Evaluator(prepared, data=data.source, features=view, n=args.n, seed=0, device=model.device,
-                         progress=False).scorer for view in FEATURES]
+    model, scorers = view_scorers(run_dir, args.n, views=FEATURES)
     cells, real = {}, {}
     for cell in args.cells:
         options = {}
@@ -106,14 +97,11 @@ def score(args, run_dir: Path) -> tuple[dict, dict]:
             if guidance:
                 options["guidance"] = float(guidance[0])
         start = time.perf_counter()
-        images, _ = scorers[0].evaluator.draw(model.family, model.amp_dtype, 250, **options)
-        row = {"ms_per_image": 1000 * (time.perf_counter() - start) / args.n}
-        for view, scorer in zip(FEATURES, scorers):
-            reference = scorer.reference_features().numpy()
-            row[f"fd/{view}"] = image_scores(reference, scorer.features(images).numpy(), train=reference, seed=0)["fd"]
-            if view not in real:
-                real[view] = (scorer.reference_metrics() or {}).get("fd")
-        cells[cell] = row
+        images, _ = scorers[FEATURES[0]].evaluator.draw(model.family, model.amp_dtype, 250, **options)
+        ms_per_image = 1000 * (time.perf_counter() - start) / args.n
+        row, floor = view_scores(scorers, images, keys=("fd",))
+        cells[cell] = {"ms_per_image": ms_per_image, **row}
+        real = {view: floor[f"fd/{view}"] for view in FEATURES}
     return cells, real
 
 

@@ -24,12 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-from common import cpu_name, csv, fmt, train_for_budget
+from common import FEATURE_VIEWS, cpu_name, csv, fmt, train_for_budget, view_scorers, view_scores
 
 from genforge.demo import CODE_RECIPE
 
 FAMILIES = ("diffusion", "gan", "vae", "vqvae+prior", "transformer")
-FEATURES = ("classifier", "random")
+FEATURES = FEATURE_VIEWS
 IMAGE_DATA, CODE_DATA = "mnist", "pycode"
 # the demo's code recipe: byte-level BPE of 512 ids, 64-token windows, half of them opening a file, sampled at
 # temperature 0.7 and top-p 0.95
@@ -84,30 +84,14 @@ def score_images(args, run_dir: Path) -> tuple[dict, dict]:
     """(the run's scores, the real held-out row's) in each feature view: fd/<view>, kid/<view>, and the bound.
 
     The n samples are drawn once, as `genforge eval` draws them (the same seeded batches), and both views
-    score those same images: the views differ only in their features, and the slow samplers are paid once."""
-    import genforge
-    from genforge.evaluate.evaluator import Evaluator
-    from genforge.evaluate.image_metrics import image_scores
-    from genforge.modalities import prepare
-
-    model = genforge.load(run_dir, device="cpu")
-    data = model.run.config.data
-    prepared = prepare(data.source, data, progress=False)
-    row, real, images = {}, {}, None
-    for view in FEATURES:
-        evaluator = Evaluator(prepared, data=data.source, features=view, n=args.n, seed=0, device=model.device,
-                              progress=False, likelihood_samples=args.likelihood_samples)
-        scorer = evaluator.scorer
-        if images is None:
-            images, seconds = scorer.draw(model.family, model.amp_dtype)
-            row["samples_per_s"] = args.n / max(seconds, 1e-9)
-            bound = scorer.likelihood(model.family)
-            row.update({k: bound.get(k) for k in ("bits_per_dim", "nll_bound_nats")})
-        reference = scorer.reference_features().numpy()
-        metrics = image_scores(reference, scorer.features(images).numpy(), train=reference, seed=0)
-        floor = scorer.reference_metrics() or {}
-        for key in ("fd", "kid", "precision", "recall"):
-            row[f"{key}/{view}"], real[f"{key}/{view}"] = metrics.get(key), floor.get(key)
+    score those same images."""
+    model, scorers = view_scorers(run_dir, args.n, args.likelihood_samples, FEATURES)
+    first = scorers[FEATURES[0]]
+    images, seconds = first.draw(model.family, model.amp_dtype)
+    bound = first.likelihood(model.family)
+    row, real = view_scores(scorers, images)
+    row.update({"samples_per_s": args.n / max(seconds, 1e-9),
+                **{k: bound.get(k) for k in ("bits_per_dim", "nll_bound_nats")}})
     return row, real
 
 

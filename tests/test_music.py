@@ -118,6 +118,29 @@ def test_the_transformer_samples_midi_with_piano_rolls_and_audio(run, tmp_path):
     assert {"bits_per_event", "pitch_class_distance", "oa_mean", "scale_consistency", "empty_pieces"} <= set(result["metrics"])
 
 
+def test_continuation_keeps_the_given_melody_as_its_prefix(run, tmp_path):
+    from symusic import Score as Loaded
+
+    prompt = melody(7, bars=2)
+    prompt.dump_midi(str(tmp_path / "melody.mid"))
+    out = tmp_path / "cont"
+    invoke("sample", run, "-n", "2", "--prompt-file", tmp_path / "melody.mid", "--max-new-tokens", "24", "--out", out)
+    given = [(n.time, n.duration, n.pitch) for n in prompt.tracks[0].notes]
+    for path in sorted(out.glob("*.mid")):
+        notes = sorted((n.time, n.duration, n.pitch) for t in Loaded(str(path)).tracks for n in t.notes)
+        assert notes[:len(given)] == given  # the tokenizer's grid is the prompt's (8 a beat)
+    refined = tmp_path / "refined"
+    invoke("refine", run, "--input", tmp_path / "melody.mid", "-n", "2", "--out", refined)
+    assert sorted(p.name for p in refined.glob("*.mid")) == ["000000.mid", "000001.mid"]
+    first = sorted((n.time, n.duration, n.pitch) for t in Loaded(str(refined / "000000.mid")).tracks for n in t.notes)
+    assert first[:len(given)] == given
+    model = genforge.load(run, device="cpu")
+    assert model.offers("continue")
+    from_memory = model.sample(2, seed=0, prompt=prompt, max_new_tokens=24)
+    from_file = model.sample(2, seed=0, prompt=tmp_path / "melody.mid", max_new_tokens=24)
+    assert [s.dumps_midi() for s in from_memory] == [s.dumps_midi() for s in from_file]
+
+
 def test_music_errors_are_one_line(corpus, run, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -131,6 +154,8 @@ def test_music_errors_are_one_line(corpus, run, tmp_path):
         (["sample", images, "--audio", "-n", "1", "--out", tmp_path / "x"], "--audio does not apply"),
         (["train", "--family", "transformer", "--data", f"music:{corpus}", "--out", tmp_path / "t",
           "--set", "data.transpose=40"], "data.transpose"),
+        (["sample", run, "--prompt-file", broken / "bad.mid", "--out", tmp_path / "y"], "bad.mid"),
+        (["sample", images, "--prompt-file", broken / "bad.mid", "--out", tmp_path / "z"], "--prompt-file applies to music"),
     ]
     for args, expected in cases:
         assert expected in one_error_line(run_main(*args)), args

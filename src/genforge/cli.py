@@ -136,6 +136,8 @@ def sample(
     seed: int = typer.Option(0, "--seed", help="Same seed, same settings, same machine: same output."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/generated/seed-S)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text runs: the text to continue."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Music runs: a MIDI or MusicXML file "
+                                               "whose notes every sample continues (melody.mid)."),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Class-conditional runs: a class id or name."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Diffusion: number of sampling steps."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Diffusion: {SAMPLER_HELP}."),
@@ -167,6 +169,15 @@ def sample(
     from genforge.api import load
 
     model = load(run, device=device)
+    if prompt_file is not None:
+        from genforge.errors import ConfigError
+
+        if not model.prompt_is_file:
+            raise ConfigError(f"--prompt-file applies to music runs; {run} holds {model.spec.modality} data"
+                              + (" (use --prompt TEXT)" if model.offers("continue") else ""))
+        if prompt is not None:
+            raise ConfigError("give --prompt or --prompt-file, not both")
+        prompt = str(prompt_file)
     if interpolate is not None:
         from genforge.refine import sample_interpolation
 
@@ -206,7 +217,7 @@ def sample(
 @app.command()
 def refine(
     run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Image runs: the image to refine (resized to the run's shape)."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Image runs: the image to refine (resized to the run's shape). Music runs: the piece to continue."),
     mask: Optional[Path] = typer.Option(None, "--mask", "-m", help="Image runs: inpaint where this image is white; black pixels are kept."),
     strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Image runs: how far results move from the input, 0 (keep it) to 1 (ignore it): diffusion img2img, GAN/VAE variations (default 0.3)."),
     n: int = typer.Option(4, "-n", "--num", help="Image runs: how many variations."),
@@ -229,7 +240,8 @@ def refine(
     """Refine content. Diffusion: inpaint with --input and --mask, or img2img with --input and --strength.
     GAN/VAE: encode --input into the latent space and draw variations around it (--strength), walk to
     another image (--towards) or along an attribute (--attribute).
-    Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate)."""
+    Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate).
+    Music: continue the piece in --input (a MIDI or MusicXML file) -n times."""
     from genforge.api import load
     from genforge.refine import refine as refine_run
 
@@ -246,6 +258,8 @@ def refine(
     elif done.mode == "variations":
         typer.echo(f"inverted {input} (pixel MSE {done.details['inversion_mse']:.4f} in [-1, 1] units); wrote "
                    f"{len(done.paths)} variations to {done.out} (comparison.png: input, reconstruction, variations)")
+    elif done.mode == "continue":
+        typer.echo(f"wrote {len(done.paths)} continuations of {input} to {done.out} (each begins with it)")
     elif done.mode in ("interpolate", "attribute"):
         typer.echo(f"wrote {len(done.paths)} {done.mode} images to {done.out} (comparison.png: input, then the results)")
     else:

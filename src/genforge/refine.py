@@ -27,7 +27,7 @@ DEFAULT_INVERSION_STEPS = 300
 
 @dataclass
 class Refined:
-    mode: str  # inpaint | img2img | variations | interpolate | attribute | infill
+    mode: str  # inpaint | img2img | variations | interpolate | attribute | infill | continue
     out: Path  # the folder written (the file, for infill)
     paths: list[Path]  # one per result
     text: str | None = None  # infill: the middle
@@ -55,6 +55,8 @@ def refine(model: Model, *, input: str | Path | None = None, mask: str | Path | 
     if text_mode:
         _expect(model, TextModel, "--prefix-file/--suffix-file (fill in the middle)", "text")
         return _infill(model, prefix or "", suffix or "", out, seed, settings)
+    if model.prompt_is_file:  # music: --input is a piece, continued n times
+        return _continue(model, Path(input), n, out, seed, settings)
     _expect(model, ImageModel, "--input", "image")
     image = model.load_image(input)
     if model.offers("inpaint") or model.offers("img2img"):
@@ -73,6 +75,13 @@ def _infill(model: Model, prefix: str, suffix: str, out: str | Path | None, seed
     path = Path(out) if out is not None else model.run.path / "refined" / f"middle-seed-{seed}.txt"
     atomic_write_text(path, middle)
     return Refined("infill", path, [path], text=middle)
+
+
+def _continue(model: Model, input: Path, n: int, out: str | Path | None, seed: int, settings: dict) -> Refined:
+    """``n`` continuations of the piece in ``input``, each beginning with it (``MusicModel``)."""
+    folder = Path(out) if out is not None else _default_out(model, input, "continue", seed)
+    paths = model.save_samples(n, folder, seed=seed, prompt=str(input), progress=False, **settings)
+    return Refined("continue", folder, paths)
 
 
 def _params(model: Model, mode: str, input: Path, seed: int, **extra: Any) -> dict[str, Any]:

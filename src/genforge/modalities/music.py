@@ -42,6 +42,7 @@ class MusicModality(TokenStreams):
     builtin_sources = {"bach": "J. S. Bach's four-part chorales, from music21's bundled corpus (~370 pieces)"}
     path_forms = {"music": "music:PATH (a MIDI or MusicXML file, or a folder of them)"}
     data_defaults = {"transpose": 3}
+    model_kind = "music"  # runs load as models.MusicModel: a prompt piece to continue
     scorer = "genforge.evaluate.scorers.music:MusicScorer"
     default_eval_n = 50
     training_eval_n = 20

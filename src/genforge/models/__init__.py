@@ -3,10 +3,11 @@ of data serve besides). ``genforge.load`` picks the class the run's modality nam
 
 from genforge.models.base import Model
 from genforge.models.images import ImageModel
+from genforge.models.music import MusicModel
 from genforge.models.tables import TableModel
 from genforge.models.text import TextModel
 
 # Modality.model_kind -> class
-MODELS = {"generic": Model, "images": ImageModel, "text": TextModel, "table": TableModel}
+MODELS = {"generic": Model, "images": ImageModel, "text": TextModel, "table": TableModel, "music": MusicModel}
 
-__all__ = ["Model", "ImageModel", "TextModel", "TableModel", "MODELS"]
+__all__ = ["Model", "ImageModel", "TextModel", "TableModel", "MusicModel", "MODELS"]

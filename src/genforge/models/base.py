@@ -27,6 +27,7 @@ class Model:
     """A trained run: ``genforge.load("runs/NAME").sample(16, seed=0)``."""
 
     serves: ClassVar[frozenset[str]] = frozenset({"sample", "likelihood"})
+    prompt_is_file: ClassVar[bool] = False  # a prompt is a file's content to continue (music), not text
 
     def __init__(self, run: Run, device: str = "auto"):
         self.run = run
