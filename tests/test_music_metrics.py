@@ -261,7 +261,10 @@ def test_scorer_with_a_fake_evaluator(monkeypatch):
         rows[0, 10:] = EOT  # a piece the model ended early
         return rows, 0.5
 
-    evaluator = SimpleNamespace(prepared=SimpleNamespace(val=val, tokenizer=tokenizer, path=Path("entry-1")),
+    from genforge.data.spec import DataSpec
+
+    spec = DataSpec("music", (16,), vocab_size=30)  # event tokens
+    evaluator = SimpleNamespace(prepared=SimpleNamespace(val=val, tokenizer=tokenizer, path=Path("entry-1"), spec=spec),
                                 n=4, seed=0, data="fake", features_name="auto", draw=draw)
     scorer = music.MusicScorer(evaluator)
     metrics, sampling, examples = scorer.score(Family(), None)

@@ -31,7 +31,7 @@ def make_config(
 
     kind = data_kind(family, data)
     family_cls = get_family(family, kind)
-    d: dict[str, Any] = {"family": family, "data": {**data_defaults(data), "source": data},
+    d: dict[str, Any] = {"family": family, "data": {**data_defaults(data, family_cls.accepts), "source": data},
                          "train": dict(family_cls.train_defaults),
                          "model": dict(getattr(family_cls, "model_defaults", {}))}
     if steps is not None:

@@ -37,6 +37,9 @@ class DataConfig:
     # music: training pieces are also learnt transposed by every shift up to this many semitones each way (new
     # music runs: 3, MusicModality.data_defaults)
     transpose: int = field(default=0, metadata=FOR_MUSIC)
+    # music: "events" (REMI tokens, for the transformer) or "pianoroll" (2 x 64 x 64 segments, for the image
+    # families); new runs get the one their family accepts (MusicModality.defaults_for)
+    representation: str = field(default="events", metadata=FOR_MUSIC)
     # tables (csv:, parquet: and the built-in tables); metadata "applies_to": the data kind they mean something for,
     # so other data refuses them (modalities/prepare.py)
     columns: dict[str, str] = field(default_factory=dict, metadata=FOR_TABLES)  # NAME -> type, over the inferred one

@@ -1,8 +1,8 @@
-"""Event-token samples of music -> files people can open, hear and look at.
+"""Samples of music -> files people can open, hear and look at.
 
-Each sample is one row of token ids: the tokens after the prompt up to the end-of-piece token that
-follows content (as a text sample ends at its end-of-text) become a ``symusic.Score`` through the run's
-``MusicTokenizer``. ``write_items`` writes it as ``000000.mid`` with a piano-roll preview ``000000.png``
+An event-token sample is one row of token ids: the tokens up to the end-of-piece token that follows
+content (as a text sample ends at its end-of-text) become a ``symusic.Score`` through the run's
+``MusicTokenizer``; a piano-roll sample is an image the run's ``RollFormat`` reads back as a piece. ``write_items`` writes it as ``000000.mid`` with a piano-roll preview ``000000.png``
 beside it, and, when the sample settings ask for audio (``genforge sample --audio``), ``000000.wav``
 rendered by FluidSynth or, without it, genforge's additive synthesiser (``music_render``). ``grid``
 (the training run's sample previews) draws the first samples' piano rolls one above the other.
@@ -26,7 +26,8 @@ GAP = 4  # pixels between two pieces in a preview
 
 
 class MusicCodec:
-    """Token ids (n, T) -> ``symusic.Score`` items -> .mid files (+ .png previews, + .wav on request)."""
+    """Token ids (n, T) or piano rolls (n, 2, steps, pitches) -> ``symusic.Score`` items -> .mid files (+ .png
+    previews, + .wav on request)."""
 
     suffix = ".mid"
     output_options = {"audio": "a .wav beside each .mid"}
@@ -34,14 +35,18 @@ class MusicCodec:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
-    def decode_one(self, ids: torch.Tensor | np.ndarray | list[int], prompt_len: int = 0):
-        ids = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
+    def decode_one(self, sample: torch.Tensor | np.ndarray | list[int], prompt_len: int = 0):
+        """One sample -> a ``symusic.Score``: a row of event tokens (the prompt kept, up to the end-of-piece token
+        after content), or a piano-roll image (``RollFormat``)."""
+        if not hasattr(self.tokenizer, "eot_id"):
+            return self.tokenizer.decode(sample)
+        ids = np.asarray(sample.detach().cpu() if isinstance(sample, torch.Tensor) else sample, dtype=np.int64).reshape(-1)
         end = content_end(ids, prompt_len, self.tokenizer.eot_id)
         kept = [int(i) for i in ids[:end] if int(i) != self.tokenizer.eot_id]
         return self.tokenizer.decode_score(kept)
 
-    def decode(self, tokens: torch.Tensor, prompt_len: int = 0) -> list:
-        return [self.decode_one(row, prompt_len) for row in tokens]
+    def decode(self, samples: torch.Tensor, prompt_len: int = 0) -> list:
+        return [self.decode_one(sample, prompt_len) for sample in samples]
 
     def item_shape(self, spec: DataSpec) -> None:
         return None  # token rows are small: no memory estimate needed

@@ -74,6 +74,11 @@ class Modality(abc.ABC):
     training_eval_n: ClassVar[int] = 50  # samples --eval-every scores
     report: ClassVar[ReportStyle]
 
+    def defaults_for(self, accepts: tuple[str, ...]) -> dict[str, Any]:
+        """The data.* values a new run starts from, for a family that accepts these ``DataSpec`` kinds: a
+        modality with several representations picks the one the family trains on."""
+        return dict(self.data_defaults)
+
     # ---- sources ----------------------------------------------------------------------------------
     def check_path(self, source: Source) -> None:
         """A one-line DataError when ``source.path`` cannot be this kind of data (it exists)."""

@@ -12,6 +12,11 @@ by the end-of-piece token, so the streams are read like text's: random windows o
 
 Samples start from the end-of-piece token and become .mid files, each with a piano-roll .png beside it
 (and a .wav with ``genforge sample --audio``): ``data/music_codec.py``.
+
+The same sources also come as piano rolls (``data.representation=pianoroll``, what new runs of the VAE, GAN
+and diffusion families get): each piece (and its transpositions, for training) cut into segments of four
+bars, 2 x 64 x 64 images of notes and onsets on a sixteenth-note grid (``data/music_rolls.py``), stored as
+image data; samples are images read back as pieces and written the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from genforge.modalities.text import TokenStreams
 MUSIC_SUFFIXES = (".mid", ".midi", ".xml", ".musicxml", ".mxl", ".krn", ".abc")
 SAMPLE_TOKENS = 512  # event tokens per sampled piece: about eight bars of a four-part chorale
 MAX_TRANSPOSE = 11
+REPRESENTATIONS = ("events", "pianoroll")
 
 
 class MusicModality(TokenStreams):
@@ -65,6 +71,10 @@ class MusicModality(TokenStreams):
         shows="grid",
     )
 
+    def defaults_for(self, accepts: tuple[str, ...]) -> dict:
+        """Event tokens for a family of token streams, piano-roll images for the others."""
+        return {**self.data_defaults, "representation": "events" if "tokens" in accepts or not accepts else "pianoroll"}
+
     # ---- sources ----------------------------------------------------------------------------------
     def check_path(self, source: Source) -> None:
         if not music_files(source.path):
@@ -82,33 +92,72 @@ class MusicModality(TokenStreams):
         if isinstance(cfg.transpose, bool) or not isinstance(cfg.transpose, int) or not 0 <= cfg.transpose <= MAX_TRANSPOSE:
             raise ConfigError(f"data.transpose must be a whole number of semitones from 0 to {MAX_TRANSPOSE}, "
                               f"got {cfg.transpose!r}")
+        if cfg.representation not in REPRESENTATIONS:
+            raise ConfigError(f"data.representation must be one of {', '.join(REPRESENTATIONS)}, got {cfg.representation!r}")
 
     def preparation_params(self, source: Source, cfg: DataConfig) -> dict:
-        return {"val_fraction": float(cfg.val_fraction), "transpose": int(cfg.transpose), "tokens": "remi"}
+        kind = {"tokens": "remi"} if cfg.representation == "events" else {"representation": cfg.representation}
+        return {"val_fraction": float(cfg.val_fraction), "transpose": int(cfg.transpose), **kind}
 
     def write(self, tmp: Path, source: Source, params: dict, progress: bool) -> dict:
+        from genforge.data.music_rolls import RollFormat
         from genforge.data.music_tokens import MusicTokenizer
 
         pieces = read_pieces(source, progress)
+        if params.get("representation") == "pianoroll":
+            rolls = RollFormat()
+            rolls.save(tmp / "tokenizer.json")
+            return write_rolls(pieces, rolls, tmp, params, progress)
         tokenizer = MusicTokenizer()
         tokenizer.save(tmp / "tokenizer.json")
         return write_streams(pieces, tokenizer, tmp, params, progress)
 
+    def read(self, path: Path, manifest: dict) -> Entry:
+        if manifest.get("representation") != "pianoroll":
+            return super().read(path, manifest)
+        from genforge.data.cache import CorruptEntry, load_npy
+
+        arrays = {}
+        for split in ("train", "val"):
+            rolls = load_npy(path / f"{split}_images.npy")
+            expected = (manifest["sizes"][split], *manifest["shape"])
+            if rolls.dtype != np.uint8 or rolls.shape != expected:
+                raise CorruptEntry(f"{split}_images.npy holds {rolls.dtype} {rolls.shape}, expected uint8 {expected}")
+            arrays[split] = rolls
+        try:
+            rolls_format = self.load_tokenizer(path / "tokenizer.json")
+        except (DataError, OSError) as e:
+            raise CorruptEntry(f"tokenizer.json unreadable ({e})") from None
+        return Entry(path, manifest, arrays, rolls_format)
+
     def load_tokenizer(self, path: Path):
+        from genforge.data.music_rolls import RollFormat
         from genforge.data.music_tokens import MusicTokenizer
 
-        return load_tokenizer(path, {MusicTokenizer.type: MusicTokenizer.from_dict})
+        return load_tokenizer(path, {MusicTokenizer.type: MusicTokenizer.from_dict, RollFormat.type: RollFormat.from_dict})
 
     def assemble(self, entry: Entry, source: Source, cfg: DataConfig) -> Prepared:
+        if entry.manifest.get("representation") == "pianoroll":
+            from genforge.data.datasets import ImageDataset
+
+            train, val = (ImageDataset(entry.arrays[split], name=f"the {split} split of {source.canonical}")
+                          for split in ("train", "val"))
+            spec = DataSpec(self.name, tuple(entry.manifest["shape"]))
+            return Prepared(spec, train, val, entry.tokenizer, entry.manifest, entry.path)
         train, val = self.windows(entry, source, cfg)
         spec = DataSpec(self.name, (cfg.block_size,), vocab_size=entry.tokenizer.vocab_size)
         return Prepared(spec, train, val, entry.tokenizer, entry.manifest, entry.path)
+
+    def items_per_step(self, spec: DataSpec, batch_size: int) -> int:
+        return super().items_per_step(spec, batch_size) if spec.kind == "tokens" else batch_size
 
     # ---- runs -------------------------------------------------------------------------------------
     def grid_items(self, grid_size: int) -> int:
         return min(4, grid_size)
 
     def sample_options(self, spec: DataSpec, tokenizer) -> dict:
+        if spec.kind != "tokens":
+            return {}  # piano rolls: images, drawn as any image family draws them
         return {"prompt": [tokenizer.eot_id], "max_new_tokens": SAMPLE_TOKENS}
 
     def codec(self, spec: DataSpec, tokenizer):
@@ -193,3 +242,30 @@ def write_streams(pieces: list, tokenizer, folder: Path, params: dict, progress:
             in_split[split] += 1
     return {"tokenizer": tokenizer.type, "vocab_size": tokenizer.vocab_size, "special_ids": tokenizer.special_ids,
             "sizes": counts, "tokens": counts, "token_dtype": np.dtype(dtype).name, "pieces": in_split}
+
+
+def write_rolls(pieces: list, rolls, folder: Path, params: dict, progress: bool) -> dict:
+    """train_images.npy and val_images.npy: every piece's four-bar segments (training pieces in every
+    transposition), uint8 (N, 2, 64, 64)."""
+    from genforge.data import music
+
+    train_names, _ = music.split_pieces([name for name, _ in pieces], params["val_fraction"])
+    train_set = set(train_names)
+    shifts = list(range(-params["transpose"], params["transpose"] + 1))
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+    in_split = {"train": 0, "val": 0}
+    for name, score in tqdm(pieces, desc="cutting piano rolls", unit="piece", disable=not progress, leave=False):
+        split = "train" if name in train_set else "val"
+        versions = music.transpositions(score, shifts) if split == "train" else [score]
+        parts[split] += [rolls.segments(version) for version in versions]
+        in_split[split] += 1
+    sizes = {}
+    for split, segments in parts.items():
+        array = np.concatenate(segments) if segments else np.zeros((0, *rolls.shape), dtype=np.uint8)
+        np.save(folder / f"{split}_images.npy", array)
+        sizes[split] = int(len(array))
+    if not sizes["train"]:
+        raise DataError("the training pieces hold no notes in the piano roll's range "
+                        f"(MIDI pitches {rolls.pitch_low} to {rolls.pitch_high})")
+    return {"representation": "pianoroll", "shape": list(rolls.shape), "sizes": sizes, "pieces": in_split,
+            "roll": rolls.to_dict()}

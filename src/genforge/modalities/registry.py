@@ -73,16 +73,17 @@ def modality_of(spec: DataSpec, run_path: str | Path | None = None) -> Modality:
 
 
 # ---- sources ------------------------------------------------------------------------------------
-def data_defaults(source: str) -> dict:
-    """The data.* values new runs on ``source`` start from (its modality's ``data_defaults``), read from the
-    source's name alone: nothing is opened or checked here (``parse_source`` does that when it is prepared)."""
+def data_defaults(source: str, accepts: tuple[str, ...] = ()) -> dict:
+    """The data.* values new runs on ``source`` start from, for a family accepting the kinds ``accepts``
+    (its modality's ``defaults_for``), read from the source's name alone: nothing is opened or checked here
+    (``parse_source`` does that when it is prepared)."""
     if not isinstance(source, str):
         return {}
     source = source.strip()
     kind = source.partition(":")[0]
     for modality in all_modalities():
         if source in modality.builtin_sources or (":" in source and kind in modality.path_forms):
-            return dict(modality.data_defaults)
+            return modality.defaults_for(tuple(accepts))
     return {}
 
 

@@ -39,6 +39,8 @@ class MusicModel(Model):
         return start + ids
 
     def _sample_tensors(self, n: int, seed: int, prompt: Any, conditions: dict) -> tuple[torch.Tensor, int]:
+        if self.spec.kind != "tokens":  # piano rolls: images, with nothing to continue
+            return super()._sample_tensors(n, seed, prompt, conditions)
         settings = self._family_settings(self.settings("sample", **conditions).given())
         options = self.modality.sample_options(self.spec, self.tokenizer)
         tokens = self._prompt_tokens(prompt)

@@ -35,6 +35,7 @@ class MusicScorer:
         self.evaluator = evaluator
         self.prepared = evaluator.prepared
         self.tokenizer = evaluator.prepared.tokenizer
+        self.rolls = self.prepared.spec.kind == "image"  # piano-roll runs: image samples, the tokenizer a RollFormat
         self.sample_tokens = SAMPLE_TOKENS
         if evaluator.features_name not in ("auto", "music"):
             raise ConfigError(f"--features applies to image runs; this is a music run (on {evaluator.data})")
@@ -46,6 +47,9 @@ class MusicScorer:
         return "music"
 
     def reference_info(self) -> dict:
+        if self.rolls:
+            return {"data": self.evaluator.data, "split": "val", "segments": len(self.prepared.val),
+                    "pieces": len(self.real_pieces()[0]), "entry": self.prepared.path.name}
         return {"data": self.evaluator.data, "split": "val", "tokens": self.val_token_count(),
                 "piece_tokens": self.sample_tokens, "pieces": len(self.real_pieces()[0]),
                 "entry": self.prepared.path.name}
@@ -58,6 +62,10 @@ class MusicScorer:
 
     # ---- scoring ------------------------------------------------------------------------------------------
     def score(self, family, amp_dtype) -> tuple[dict, dict, list]:
+        if self.rolls:
+            images, seconds = self.evaluator.draw(family, amp_dtype, self.sample_batch)
+            metrics = compare_features(self.real_features(), set_features([self.tokenizer.decode(x) for x in images]))
+            return metrics, {"items_per_s": self.evaluator.n / max(seconds, 1e-9), "unit": "roll"}, []
         loss = token_likelihood(self.evaluator, family, amp_dtype)[0]
         metrics = {"val_loss": loss, "bits_per_event": loss / math.log(2)}
         prompt = [self.tokenizer.eot_id]
@@ -81,6 +89,12 @@ class MusicScorer:
     def real_pieces(self) -> tuple[list, list]:
         """Two sets of up to ``n`` real windows (as scores), from disjoint halves of the validation pieces;
         read once per evaluator, so --eval-every pays only for the samples."""
+        if self._real is None and self.rolls:  # two seeded, disjoint draws of held-out segments
+            val = self.prepared.val
+            order = np.random.default_rng(self.evaluator.seed).permutation(len(val))
+            halves = (order[:len(order) // 2][:self.evaluator.n], order[len(order) // 2:][:self.evaluator.n])
+            self._real = tuple([self.tokenizer.decode(x) for x in val.get(np.sort(half))["x"]] if len(half) else []
+                               for half in halves)
         if self._real is None:
             tokens = np.asarray(self.prepared.val.tokens)
             eot = self.tokenizer.eot_id
