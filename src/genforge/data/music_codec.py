@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from genforge.data.codecs import _plain, content_end
+from genforge.data.music_rolls import RollFormat
 from genforge.data.spec import DataSpec
 from genforge.io import atomic_write_bytes, atomic_write_json, ensure_dir
 
@@ -38,7 +39,7 @@ class MusicCodec:
     def decode_one(self, sample: torch.Tensor | np.ndarray | list[int], prompt_len: int = 0):
         """One sample -> a ``symusic.Score``: a row of event tokens (the prompt kept, up to the end-of-piece token
         after content), or a piano-roll image (``RollFormat``)."""
-        if not hasattr(self.tokenizer, "eot_id"):
+        if isinstance(self.tokenizer, RollFormat):
             return self.tokenizer.decode(sample)
         ids = np.asarray(sample.detach().cpu() if isinstance(sample, torch.Tensor) else sample, dtype=np.int64).reshape(-1)
         end = content_end(ids, prompt_len, self.tokenizer.eot_id)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from genforge.config import DataConfig
 from genforge.data.cache import Entry
+from genforge.data.music import MUSIC_SUFFIXES
 from genforge.data.sources import Source
 from genforge.data.spec import DataSpec
 from genforge.data.text import token_dtype
@@ -37,7 +38,6 @@ from genforge.errors import ConfigError, DataError
 from genforge.modalities.base import Prepared, ReportStyle
 from genforge.modalities.text import TokenStreams
 
-MUSIC_SUFFIXES = (".mid", ".midi", ".xml", ".musicxml", ".mxl", ".krn", ".abc")
 SAMPLE_TOKENS = 512  # event tokens per sampled piece: about eight bars of a four-part chorale
 MAX_TRANSPOSE = 11
 REPRESENTATIONS = ("events", "pianoroll")
