@@ -91,3 +91,13 @@ def view_scores(scorers: dict, images, keys=("fd", "kid", "precision", "recall")
         for key in keys:
             row[f"{key}/{view}"], real[f"{key}/{view}"] = metrics.get(key), floor.get(key)
     return row, real
+
+
+def save_partial(out: Path, text: str, name: str, seconds: float) -> None:
+    """The results so far, written atomically after each item, so that an interrupted run keeps what it
+    measured; and a progress line."""
+    from genforge.io import atomic_write_text
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text)
+    print(f"[{name}] done ({seconds:.0f} s so far)", flush=True)

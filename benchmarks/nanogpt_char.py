@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import cpu_name, csv, fmt, train_for_budget
+from common import cpu_name, csv, fmt, save_partial, train_for_budget
 
 from genforge.demo import CODE_DATA
 
@@ -154,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from genforge.io import atomic_write_text
 
     rows: dict[str, dict] = {}
     real = None
@@ -162,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.recipes:
         rows[name], real = train_and_score(args, name)
         text = render(args, argv, rows, real, time.perf_counter() - start)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, text)  # after each recipe: an interrupted run keeps what it measured
-        print(f"[{name}] done ({time.perf_counter() - start:.0f} s so far)", flush=True)
+        save_partial(args.out, text, name, time.perf_counter() - start)
     print(text)
     return 0
 

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import FEATURE_VIEWS, cpu_name, csv, fmt, train_for_budget, view_scorers, view_scores
+from common import FEATURE_VIEWS, cpu_name, csv, fmt, save_partial, train_for_budget, view_scorers, view_scores
 
 from genforge.demo import CODE_RECIPE
 
@@ -141,8 +141,6 @@ def report(args, rows: list[tuple[str, dict]], real_images: dict | None, real_co
 
 
 def main(argv: list[str] | None = None) -> int:
-    from genforge.io import atomic_write_text
-
     args = parse_args(argv)
     rows: list[tuple[str, dict]] = []
     real_images = real_code = None
@@ -164,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             scores, real_images = score_images(args, row["run"])
         rows.append((family, {**row, **scores}))
         text = report(args, rows, real_images, real_code)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, text)  # after each family: an interrupted run keeps what it measured
-        print(f"[{family}] done ({time.monotonic() - started:.0f} s so far)", flush=True)
+        save_partial(args.out, text, family, time.monotonic() - started)
     print(text)
     return 0
 

@@ -84,31 +84,10 @@ class MusicCodec:
         return self.preview(self.decode(tokens, prompt_len), Path(path).with_suffix(".png"))
 
     def preview(self, scores: list, path: Path) -> Path:
-        """The first ``GRID_ROWS`` pieces' piano rolls, one above the other (left-aligned, a gap between)."""
-        import io
-        import tempfile
+        """The first ``GRID_ROWS`` pieces' piano rolls, one above the other."""
+        from genforge.data.music_render import rolls_png
 
-        from PIL import Image
-
-        from genforge.data.music_render import BACKGROUND, roll_png
-
-        rolls = []
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, score in enumerate(scores[:GRID_ROWS]):
-                roll_png(score, Path(tmp) / f"{i}.png")
-                with Image.open(Path(tmp) / f"{i}.png") as img:
-                    rolls.append(img.convert("RGB"))
-        if not rolls:
-            return path
-        canvas = Image.new("RGB", (max(r.width for r in rolls), sum(r.height for r in rolls) + GAP * (len(rolls) - 1)),
-                           tuple(v // 2 for v in BACKGROUND))
-        top = 0
-        for roll in rolls:
-            canvas.paste(roll, (0, top))
-            top += roll.height + GAP
-        buffer = io.BytesIO()
-        canvas.save(buffer, format="PNG")
-        atomic_write_bytes(path, buffer.getvalue())
+        rolls_png(scores[:GRID_ROWS], path, gap=GAP)
         return path
 
 

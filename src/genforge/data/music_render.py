@@ -22,7 +22,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -234,19 +234,43 @@ class RollLayout:
         return int(math.floor(t * self.pixels_per_unit))
 
 
-def roll_png(roll_or_score: Any, path: str | os.PathLike, *, pixels_per_second: float = 40.0,
-             pixels_per_step: float = 4.0, pixels_per_pitch: int = 4, max_width: int = 4096,
-             steps_per_bar: int | None = None, lowest_pitch: int = 0,
-             text: Mapping[str, str] | None = None) -> RollLayout:
-    """Write a piano-roll preview PNG of a ``symusic.Score`` or a roll array, atomically; returns its layout.
+def roll_png(roll_or_score: Any, path: str | os.PathLike, *, text: Mapping[str, str] | None = None,
+             **options: Any) -> RollLayout:
+    """Write a piano-roll preview PNG of a ``symusic.Score`` or a roll array (``roll_image``), atomically; returns
+    its layout. ``text`` goes in the PNG's text chunks (the sample's parameters)."""
+    image, layout = roll_image(roll_or_score, **options)
+    _write_png(image, path, text)
+    return layout
+
+
+def rolls_png(pieces: Sequence[Any], path: str | os.PathLike, gap: int = 4) -> None:
+    """Several pieces' piano rolls in one PNG, one above the other (left-aligned, ``gap`` pixels between, on a
+    background darker than a roll's): a preview of a batch of samples. Nothing is written for no pieces."""
+    images = [roll_image(piece)[0] for piece in pieces]
+    if not images:
+        return
+    canvas = np.empty((sum(im.shape[0] for im in images) + gap * (len(images) - 1), max(im.shape[1] for im in images), 3),
+                      dtype=np.uint8)
+    canvas[:] = np.asarray(BACKGROUND, dtype=np.uint8) // 2
+    top = 0
+    for image in images:
+        canvas[top:top + image.shape[0], :image.shape[1]] = image
+        top += image.shape[0] + gap
+    _write_png(canvas, path, None)
+
+
+def roll_image(roll_or_score: Any, *, pixels_per_second: float = 40.0, pixels_per_step: float = 4.0,
+               pixels_per_pitch: int = 4, max_width: int = 4096, steps_per_bar: int | None = None,
+               lowest_pitch: int = 0) -> tuple[np.ndarray, RollLayout]:
+    """A piano-roll picture (H, W, 3) uint8 of a ``symusic.Score`` or a roll array, and its layout.
 
     Time runs left to right (``pixels_per_second`` for a score, ``pixels_per_step`` for an array, both shrunk
     so the image is at most ``max_width`` wide), pitch bottom to top, cropped to the pitches used plus a
     margin; velocity is brightness and each track has its own colour. Faint vertical lines mark bars: the
     score's downbeats from its time signatures (4/4 when it has none), or every ``steps_per_bar`` steps of an
     array. An array is ``(pitches, steps)`` or ``(tracks, pitches, steps)``, row 0 being MIDI pitch
-    ``lowest_pitch``, values velocities (0-127) or, when none exceeds 1, strengths in [0, 1]. ``text`` goes in
-    the PNG's text chunks (the sample's parameters). A score without notes gives a blank image, not an error."""
+    ``lowest_pitch``, values velocities (0-127) or, when none exceeds 1, strengths in [0, 1]. A score without
+    notes gives a blank image, not an error."""
     if pixels_per_pitch < 1 or max_width < MIN_WIDTH or pixels_per_second <= 0 or pixels_per_step <= 0:
         raise ConfigError("roll_png needs pixels_per_pitch >= 1, pixels per second and per step > 0 and "
                           f"max_width >= {MIN_WIDTH}")
@@ -257,8 +281,7 @@ def roll_png(roll_or_score: Any, path: str | os.PathLike, *, pixels_per_second: 
         layers, low, bars, per_unit = _score_layers(roll_or_score, pixels_per_second, max_width)
     image = np.repeat(_paint(layers, bars)[::-1], pixels_per_pitch, axis=0)  # high pitches on top
     layout = RollLayout(low, low + layers.shape[1] - 1, pixels_per_pitch, per_unit, image.shape[1], image.shape[0])
-    _write_png(image, path, text)
-    return layout
+    return image, layout
 
 
 def _is_tensor(value: Any) -> bool:

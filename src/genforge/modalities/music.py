@@ -221,20 +221,27 @@ def piece_readers(source: Source):
         yield path.relative_to(root).as_posix(), (lambda path=path: music.load_score(path))
 
 
-def write_streams(pieces: list, tokenizer, folder: Path, params: dict, progress: bool) -> dict:
-    """train.bin and val.bin: each piece after the end-of-piece token; training pieces in every transposition."""
+def split_versions(pieces: list, params: dict, desc: str, progress: bool):
+    """(split, the versions written of one piece) for each piece, in order: a training piece in every
+    transposition up to ``params["transpose"]`` semitones each way, a held-out piece once, as it is."""
     from genforge.data import music
 
-    names = [name for name, _ in pieces]
-    train_names, _ = music.split_pieces(names, params["val_fraction"])
+    train_names, _ = music.split_pieces([name for name, _ in pieces], params["val_fraction"])
     train_set = set(train_names)
+    shifts = list(range(-params["transpose"], params["transpose"] + 1))
+    for name, score in tqdm(pieces, desc=desc, unit="piece", disable=not progress, leave=False):
+        if name in train_set:
+            yield "train", music.transpositions(score, shifts)
+        else:
+            yield "val", [score]
+
+
+def write_streams(pieces: list, tokenizer, folder: Path, params: dict, progress: bool) -> dict:
+    """train.bin and val.bin: each piece after the end-of-piece token; training pieces in every transposition."""
     dtype = token_dtype(tokenizer.vocab_size)
-    shifts = range(-params["transpose"], params["transpose"] + 1)
     counts, in_split = {"train": 0, "val": 0}, {"train": 0, "val": 0}
     with open(folder / "train.bin", "wb") as train_f, open(folder / "val.bin", "wb") as val_f:
-        for name, score in tqdm(pieces, desc="tokenizing", unit="piece", disable=not progress, leave=False):
-            split = "train" if name in train_set else "val"
-            versions = music.transpositions(score, list(shifts)) if split == "train" else [score]
+        for split, versions in split_versions(pieces, params, "tokenizing", progress):
             for version in versions:
                 ids = np.asarray([tokenizer.eot_id, *tokenizer.encode_score(version)], dtype=dtype)
                 (train_f if split == "train" else val_f).write(ids.tobytes())
@@ -247,16 +254,9 @@ def write_streams(pieces: list, tokenizer, folder: Path, params: dict, progress:
 def write_rolls(pieces: list, rolls, folder: Path, params: dict, progress: bool) -> dict:
     """train_images.npy and val_images.npy: every piece's four-bar segments (training pieces in every
     transposition), uint8 (N, 2, 64, 64)."""
-    from genforge.data import music
-
-    train_names, _ = music.split_pieces([name for name, _ in pieces], params["val_fraction"])
-    train_set = set(train_names)
-    shifts = list(range(-params["transpose"], params["transpose"] + 1))
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": []}
     in_split = {"train": 0, "val": 0}
-    for name, score in tqdm(pieces, desc="cutting piano rolls", unit="piece", disable=not progress, leave=False):
-        split = "train" if name in train_set else "val"
-        versions = music.transpositions(score, shifts) if split == "train" else [score]
+    for split, versions in split_versions(pieces, params, "cutting piano rolls", progress):
         parts[split] += [rolls.segments(version) for version in versions]
         in_split[split] += 1
     sizes = {}
