@@ -13,13 +13,13 @@ def test_the_plan_shares_the_whole_budget_between_distinct_runs():
 
     assert sum(part.share for part in PLAN) == pytest.approx(1.0)
     names = [part.run_name for part in PLAN]
-    assert len(set(names)) == len(names) and "table-diffusion" in names
-    assert {part.shows for part in PLAN} == {"grid", "code", "rows"}
+    assert len(set(names)) == len(names) and "table-diffusion" in names and "music" in names
+    assert {part.shows for part in PLAN} == {"grid", "code", "rows", "music"}
 
 
 @pytest.mark.slow
 def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
-    """`genforge demo` as its entry point runs it (the real plan: default models on mnist and pycode, the
+    """`genforge demo` as its entry point runs it (the real plan: default models on mnist, pycode and bach, the
     classifier extractor), at the smallest budget: 20 steps a family, 10 scored images and 8 texts, 16 images
     written per family and code samples of 96 tokens. It runs in this process (``run_main``) so that what the
     command line does not expose can be made small too: scored texts of 64 tokens, the diffusion likelihood
@@ -31,11 +31,17 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
     import genforge.demo as demo
     import genforge.evaluate.evaluator as evaluator
     import genforge.evaluate.extractors as extractors
+    import genforge.evaluate.scorers.music as music_scorer
     import genforge.evaluate.scorers.text as text_scorer
+    import genforge.modalities.music as music_modality
     import genforge.evaluate.table_plots as table_plots
     from clitools import run_main
 
     monkeypatch.setattr(text_scorer, "TEXT_SAMPLE_TOKENS", 64)
+    # pieces of 63 events, within the test's 64-event context (the demo's 512 fit its context of 512; past the
+    # context each token recomputes the window: the scored pieces alone took 95 s)
+    monkeypatch.setattr(music_modality, "SAMPLE_TOKENS", 63)
+    monkeypatch.setattr(music_scorer, "SAMPLE_TOKENS", 63)
     monkeypatch.setattr(text_scorer, "MAX_VAL_TOKENS", 8192)  # bits per byte on 8k held-out tokens, not 128k
     monkeypatch.setattr(evaluator, "QUICK_LIKELIHOOD_SAMPLES", 2)
     monkeypatch.setattr(extractors, "TRAIN_STEPS", 60)  # the classifier is trained as in the demo, for fewer steps
@@ -44,6 +50,8 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
     # and the code run on characters: learning the demo's BPE of pycode's 9 MB takes 15 s (BPE has its own tests)
     def small(part):
         extra = ["data.numeric=quantile"] if part.shows == "rows" else []
+        if part.shows == "music":  # 3 chorales (music21 reads one in 0.6 s), windows of 64 events
+            extra += ["data.pieces=3", "data.block_size=64", "train.batch_size=8"]
         if part.family == "diffusion" and part.shows != "rows":
             extra.append("model.sample_steps=8")
         kept = tuple(o for o in part.overrides if not o.startswith(("data.tokenizer=", "data.vocab_size=")))
@@ -58,7 +66,7 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"summary: {out / 'summary.md'}" in proc.stdout
     summary = (out / "summary.md").read_text()
-    for name in ("diffusion", "gan", "vae", "transformer", "table-diffusion"):
+    for name in ("diffusion", "gan", "vae", "transformer", "table-diffusion", "music"):
         assert name in summary
         assert (out / "runs" / name / "model.safetensors").is_file()
     for family in ("diffusion", "gan", "vae"):
@@ -81,6 +89,10 @@ def test_demo_writes_grids_code_summary_and_report(tmp_path, monkeypatch):
         assert json.loads((out / "runs" / family / "eval.json").read_text())["results"]["classifier/n=10"]["n"] == 10
     assert json.loads((out / "runs" / "transformer" / "eval.json").read_text())["results"]["text/n=8"]["n"] == 8
     assert "FD " in summary and "bits/byte" in summary and "report.html" in summary
+    # the music run: pieces to hear and look at, in the summary and in its card of the report
+    assert (out / "music.wav").stat().st_size > 1000 and (out / "music.png").stat().st_size > 100
+    assert "bits/event" in summary and "](music.wav)" in summary and "![music](music.png)" in summary
+    assert report.count("<audio controls") == 1 and "Music: 8 samples" in report
     # a second demo into the same folder needs --overwrite (refused before any training)
     again = run_main("demo", "--out", out, "--minutes", "0.1", "--quiet")
     assert again.returncode == 1 and "--overwrite" in again.stderr

@@ -52,7 +52,7 @@ def test_vae_interpolates_between_two_images(run, inputs, tmp_path):
 
 def test_vae_attribute_vectors_move_the_latent(run, inputs, tmp_path):
     text = invoke("refine", run, "--input", inputs[0], "--attribute", "1:7", "-n", "4", "--out", tmp_path / "attr")
-    assert "4 attribute images" in text
+    assert "4 attribute results" in text
     params = read_png_params(tmp_path / "attr" / "000000.png")
     assert params["attribute"] == "1:7" and params["strengths"] == [0.0, 0.5, 1.0, 1.5]
     edited = genforge.load(run).edit_attribute(inputs[0], 1, 7, strengths=[0.0, 1.0])

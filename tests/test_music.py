@@ -182,6 +182,7 @@ def test_image_families_learn_piano_rolls_of_the_same_source(corpus, tmp_path, f
     assert sorted(p.name for p in (tmp_path / "out").glob("*.mid")) == ["000000.mid", "000001.mid"]
     result = genforge.evaluate(run, n=2, progress=False, save=False)
     assert {"pitch_class_distance", "oa_mean", "empty_pieces"} <= set(result["metrics"])
+    refine_a_phrase(family, run, corpus, tmp_path)
     rolls = RollFormat()  # a piece on the grid comes back from its roll note for note
     piece = melody(3)
     (segment,) = rolls.segments(piece)
@@ -191,6 +192,47 @@ def test_image_families_learn_piano_rolls_of_the_same_source(corpus, tmp_path, f
         return [(n.time / q, n.duration / q, n.pitch) for t in score.tracks for n in t.notes]
 
     assert beats(back) == beats(piece)
+
+
+def onsets(score, bars: range, steps_per_bar: int = 16) -> list[tuple[float, float, int]]:
+    """(beat, length in beats, pitch) of the notes that start in ``bars`` (counted from 1)."""
+    q = score.ticks_per_quarter
+    return sorted((n.time / q, n.duration / q, n.pitch) for t in score.tracks for n in t.notes
+                  if int(n.time / q // 4) + 1 in bars)
+
+
+def refine_a_phrase(family: str, run: Path, corpus: Path, tmp_path: Path) -> None:
+    """`genforge refine` on a piano-roll run: a piece is its first four bars; VAE and GAN draw variations of it
+    and walk to another (the walk also written as one piece); diffusion regenerates chosen bars, keeping the
+    others note for note, or redraws it (img2img)."""
+    from symusic import Score as Loaded
+
+    given = Loaded(str(corpus / "piece0.mid"))
+    out = tmp_path / f"{family}-refined"
+    if family == "diffusion":
+        invoke("refine", run, "--input", corpus / "piece0.mid", "--mask", "2-3", "-n", "2", "--steps", "2", "--out", out)
+        for path in sorted(out.glob("0*.mid")):  # bars 1 and 4 kept (a note of bar 1 may go on into bar 2)
+            assert [(b, p) for b, _, p in onsets(Loaded(str(path)), range(1, 2))] == [(b, p) for b, _, p in
+                                                                                   onsets(given, range(1, 2))]
+            assert onsets(Loaded(str(path)), range(4, 5)) == onsets(given, range(4, 5))
+        invoke("refine", run, "--input", corpus / "piece0.mid", "--strength", "0.5", "-n", "2", "--steps", "2",
+               "--out", tmp_path / "img2img")
+        assert len(list((tmp_path / "img2img").glob("0*.mid"))) == 2
+        assert "--mask on a music run names the bars" in one_error_line(
+            run_main("refine", run, "--input", corpus / "piece0.mid", "--mask", "5", "--out", tmp_path / "x"))
+        return
+    steps = ["--steps", "3"] if family == "gan" else []  # a GAN inverts by optimisation: 3 steps, not 300
+    invoke("refine", run, "--input", corpus / "piece0.mid", "-n", "2", *steps, "--out", out)
+    assert sorted(p.name for p in out.glob("*.mid")) == ["000000.mid", "000001.mid"]
+    assert (out / "reconstruction" / "000000.mid").is_file() and (out / "comparison.png").is_file()
+    walk = tmp_path / f"{family}-walk"
+    invoke("refine", run, "--input", corpus / "piece0.mid", "--towards", corpus / "piece1.mid", "-n", "3", *steps,
+           "--out", walk)
+    pieces = [Loaded(str(walk / f"{i:06d}.mid")) for i in range(3)]
+    joined = Loaded(str(walk / "comparison.mid"))  # the input's phrase, then the walk, played through
+    beats = [onsets(p, range(1, 5)) for p in [given, *pieces]]
+    for k, notes in enumerate(beats):
+        assert onsets(joined, range(4 * k + 1, 4 * k + 5)) == [(b + 16 * k, d, p) for b, d, p in notes]
 
 
 def test_music_errors_are_one_line(corpus, run, tmp_path):
@@ -224,3 +266,53 @@ def test_bach_is_built_in(monkeypatch, tmp_path):
     assert prepared.spec.modality == "music"
     counts = prepared.manifest["pieces"]
     assert counts == {"train": 1, "val": 1}
+
+
+def test_key_labels_follow_every_transposition_and_choose_the_key_of_samples(corpus, tmp_path):
+    """data.labels=key: each piece's key (data/music_keys.py) after its end-of-piece token, or beside each of its
+    piano-roll segments; a transposed copy carries its own key; `--label "D minor"` starts samples in it."""
+    from genforge.data.music_keys import estimate_key, key_id, transpose_key
+
+    source = f"music:{corpus}"
+    events = prepare(source, DataConfig(source=source, block_size=32, transpose=1, labels="key"), progress=False)
+    tokenizer = events.tokenizer
+    assert tokenizer.keys and tokenizer.vocab_size == 280 + 24 == events.spec.vocab_size
+    train = stream_pieces(np.asarray(events.train.tokens), tokenizer.eot_id)
+    for group in (train[k:k + 3] for k in range(0, len(train), 3)):  # -1, 0, +1 semitones of one piece
+        keys = [ids[0] - tokenizer.key_token(0) for ids in group]
+        assert keys == [transpose_key(keys[1], shift) for shift in (-1, 0, 1)]
+        assert keys[1] == estimate_key(tokenizer.decode_score(group[1][1:]))
+    rolls = prepare(source, DataConfig(source=source, representation="pianoroll", transpose=1, labels="key"),
+                    progress=False)
+    assert rolls.spec.num_classes == 24 and rolls.spec.class_names[key_id("D minor")] == "D minor"
+    labels = np.asarray(rolls.train.labels).tolist()  # one four-bar segment per piece and shift
+    assert len(labels) == len(train) and labels == [transpose_key(labels[k + 1], shift)
+                                                    for k in range(0, len(labels), 3) for shift in (-1, 0, 1)]
+    assert labels[1::3] == [ids[0] - tokenizer.key_token(0) for ids in train[1::3]]
+
+    run = tmp_path / "keyed"
+    invoke("train", "--family", "transformer", "--data", source, "--out", run, "--steps", "2", "--quiet",
+           "--set", "data.labels=key", "--set", "data.block_size=32", "--set", "model.n_layer=1",
+           "--set", "model.n_embd=32", "--set", "model.n_head=2", "--set", "train.sample_every=0")
+    model = genforge.load(run, device="cpu")
+    tokens, prompt_len = model.sample_tensors(2, seed=0, label="d minor", max_new_tokens=4)
+    assert prompt_len == 2 and tokens[:, :2].tolist() == [[tokenizer.eot_id, tokenizer.key_token(14)]] * 2
+    prompted, _ = model.sample_tensors(1, seed=0, prompt=melody(2), max_new_tokens=4)  # a prompt's own key
+    assert prompted[0, 1] == tokenizer.key_token(estimate_key(melody(2)))
+    invoke("sample", run, "-n", "1", "--label", "Eb major", "--max-new-tokens", "8", "--out", tmp_path / "eb")
+    assert '"label": "Eb major"' in (tmp_path / "eb" / "settings.json").read_text()
+    assert "key name 'H major' is not a key" in one_error_line(
+        run_main("sample", run, "--label", "H major", "--out", tmp_path / "h"))
+
+
+def test_a_run_can_learn_from_the_first_pieces_and_its_report_plays_a_sample(corpus, run, tmp_path):
+    source = f"music:{corpus}"
+    some = prepare(source, DataConfig(source=source, block_size=32, pieces=3), progress=False)
+    assert sum(some.manifest["pieces"].values()) == 3
+    with pytest.raises(ConfigError, match="data.pieces"):
+        prepare(source, DataConfig(source=source, pieces=-1), progress=False)
+    assert "takes no --label" in one_error_line(run_main("sample", run, "--label", "C major", "--out", tmp_path / "x"))
+    report = genforge.compare([run], tmp_path / "report.html", n_text=2, progress=False)
+    html = report.read_text()
+    assert html.count('<audio controls') == 1 and "data:audio/wav;base64," in html and "media-src data:" in html
+    assert (run / "samples").glob("step_*.mid")

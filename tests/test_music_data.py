@@ -139,10 +139,25 @@ def test_tokenizer_save_load_and_corrupt_files(tokenizer, tmp_path):
 @settings(max_examples=100, deadline=None)
 @given(ids=st.lists(st.integers(-3, 300), max_size=120))
 def test_decode_never_raises_on_model_output(tokenizer, ids):
+    from symusic import Score
+
     score = tokenizer.decode_score(ids)
     for track in score.tracks:
         for note in track.notes:
             assert 21 <= note.pitch <= 108 and note.duration > 0 and note.time >= 0
+    # events in time order: a MIDI file of them reads back as long (a tempo token "back" in a bar once made a
+    # file of 2**28 ticks)
+    assert Score.from_midi(bytes(score.dumps_midi())).end() == score.end()
+
+
+def test_decoded_events_are_in_time_order(tokenizer):
+    from symusic import Score
+
+    names = ["Bar_None", "Position_20", "Tempo_80.0", "Position_4", "Tempo_200.0", "Pitch_60", "Velocity_79",
+             "Duration_1.0.8"]
+    score = tokenizer.decode_score([tokenizer._remi.vocab[name] for name in names])
+    assert [t.time for t in score.tempos] == sorted(t.time for t in score.tempos)
+    assert Score.from_midi(bytes(score.dumps_midi())).end() == score.end() == 20
 
 
 def test_decode_accepts_arrays_and_tensors(tokenizer):

@@ -11,7 +11,7 @@ from PIL import Image  # noqa: E402
 
 from genforge.data.music_render import (BACKGROUND, BAR_LINE, PALETTE, RELEASE_TAIL, additive_synth,  # noqa: E402
                                         find_soundfont, render_wav, roll_png, wav_samples)
-from genforge.errors import ConfigError  # noqa: E402
+from genforge.errors import ConfigError, DataError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,6 +105,10 @@ def test_bad_settings_are_one_line_errors(tmp_path):
         render_wav(a4(), tmp_path / "x.wav", sample_rate=100)
     with pytest.raises(ConfigError, match="SoundFont"):
         render_wav(a4(), tmp_path / "x.wav", soundfont=tmp_path / "missing.sf2")
+    endless = make_score([(0, 480, 69, 100), (480 * 2 * 3601, 480, 69, 100)])  # a note after an hour at 120 BPM
+    with pytest.raises(DataError, match="up to 3,600 s"):
+        render_wav(endless, tmp_path / "x.wav")
+    assert not (tmp_path / "x.wav").exists()
 
 
 # ---- piano roll ---------------------------------------------------------------------------------

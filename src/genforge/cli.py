@@ -217,11 +217,11 @@ def sample(
 @app.command()
 def refine(
     run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Image runs: the image to refine (resized to the run's shape). Music runs: the piece to continue."),
-    mask: Optional[Path] = typer.Option(None, "--mask", "-m", help="Image runs: inpaint where this image is white; black pixels are kept."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Image runs: the image to refine (resized to the run's shape). Music runs: the piece (MIDI/MusicXML) to continue (transformer) or whose first four bars to refine (piano-roll runs)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", "-m", help="Image runs: inpaint where this image is white; black pixels are kept. Music diffusion runs: the bars to regenerate, e.g. 2 or 2-3."),
     strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Image runs: how far results move from the input, 0 (keep it) to 1 (ignore it): diffusion img2img, GAN/VAE variations (default 0.3)."),
     n: int = typer.Option(4, "-n", "--num", help="Image runs: how many variations."),
-    towards: Optional[Path] = typer.Option(None, "--towards", help="GAN/VAE: a second image; writes -n images walking from --input to it in latent space."),
+    towards: Optional[Path] = typer.Option(None, "--towards", help="GAN/VAE: a second image (or piece, for music); writes -n results walking from --input to it in latent space."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="GAN/VAE: SOURCE:TARGET labels; moves --input along the mean-latent difference, -n steps up to --strength (default 1.5)."),
     prefix_file: Optional[Path] = typer.Option(None, "--prefix-file", help="Text runs: the text before the gap."),
     suffix_file: Optional[Path] = typer.Option(None, "--suffix-file", help="Text runs: the text after the gap."),
@@ -241,7 +241,8 @@ def refine(
     GAN/VAE: encode --input into the latent space and draw variations around it (--strength), walk to
     another image (--towards) or along an attribute (--attribute).
     Code: fill in the middle between --prefix-file and --suffix-file (a run trained with --fim-rate).
-    Music: continue the piece in --input (a MIDI or MusicXML file) -n times."""
+    Music: the transformer continues the piece in --input (a MIDI or MusicXML file) -n times; piano-roll runs
+    refine its first four bars as image runs refine a picture (--mask BARS for diffusion)."""
     from genforge.api import load
     from genforge.refine import refine as refine_run
 
@@ -261,7 +262,7 @@ def refine(
     elif done.mode == "continue":
         typer.echo(f"wrote {len(done.paths)} continuations of {input} to {done.out} (each begins with it)")
     elif done.mode in ("interpolate", "attribute"):
-        typer.echo(f"wrote {len(done.paths)} {done.mode} images to {done.out} (comparison.png: input, then the results)")
+        typer.echo(f"wrote {len(done.paths)} {done.mode} results to {done.out} (comparison.png: input, then the results)")
     else:
         typer.echo(f"wrote {len(done.paths)} {done.mode} results to {done.out} (comparison.png: input first)")
 
@@ -416,7 +417,7 @@ def compare(
     runs: list[Path] = typer.Argument(..., help="Run directories to put side by side."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML report to write (self-contained)."),
     n: Optional[int] = typer.Option(None, "--n", "-n", help="Samples per image run (default 5000) or table run (default 1000)."),
-    n_text: Optional[int] = typer.Option(None, "--n-text", help="Samples per text run (default 100)."),
+    n_text: Optional[int] = typer.Option(None, "--n-text", help="Samples per text run (default 100) or music run (default 50)."),
     features: str = typer.Option("auto", "--features", help=FEATURES_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="--features dinov2: DINOv2 weights."),
     seed: int = typer.Option(0, "--seed", help="Seed for the samples and the metric subsets."),
@@ -438,12 +439,12 @@ def demo(
     minutes: float = typer.Option(10.0, "--minutes", help="Total training budget for the four families and the table run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
     eval_n: int = typer.Option(500, "--eval-n", help="Images sampled per image family, and rows for the table run, for the report's scores."),
-    eval_n_text: int = typer.Option(100, "--eval-n-text", help="Texts sampled for the transformer's scores."),
+    eval_n_text: int = typer.Option(100, "--eval-n-text", help="Texts sampled for the transformer's scores, and pieces for the music run's."),
     samples: int = typer.Option(64, "--samples", help="Images written per image family (and shown in its grid)."),
     code_tokens: int = typer.Option(320, "--code-tokens", help="Tokens of each of the 8 code samples the summary shows."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """The main job: train all four families briefly on built-in data (and diffusion on a table), score them, write report.html."""
+    """The main job: train all four families briefly on built-in data (and diffusion on a table, a transformer on Bach chorales), score them, write report.html."""
     from genforge.demo import run_demo
 
     summary = run_demo(out, minutes=minutes, overwrite=overwrite, progress=not quiet, log=typer.echo, eval_n=eval_n,

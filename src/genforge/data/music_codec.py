@@ -70,7 +70,7 @@ class MusicCodec:
     def finish(self, scores: list, out_dir: str | os.PathLike, params: dict[str, Any]) -> None:
         """settings.json, once every piece is written, and grid.png: the first pieces' piano rolls."""
         out_dir = ensure_dir(out_dir, "output folder")
-        self.preview(scores, out_dir / "grid.png")
+        self.preview(scores[:GRID_ROWS], out_dir / "grid.png")
         atomic_write_json(out_dir / "settings.json", _plain(params))
 
     def save(self, tokens: torch.Tensor, out_dir: str | os.PathLike, params: dict[str, Any], prompt_len: int = 0) -> list[Path]:
@@ -79,15 +79,27 @@ class MusicCodec:
         self.finish(scores, out_dir, params)
         return paths
 
-    def grid(self, tokens: torch.Tensor, path: str | os.PathLike, params: dict[str, Any], prompt_len: int = 0) -> Path:
-        """A training preview: the first samples' piano rolls in one PNG."""
-        return self.preview(self.decode(tokens, prompt_len), Path(path).with_suffix(".png"))
+    def grid(self, tokens: torch.Tensor, path: str | os.PathLike, params: dict[str, Any], prompt_len: int = 0,
+             columns: int | None = None) -> Path:
+        """The pieces' piano rolls in one PNG, one above the other; when ``path`` names a MIDI file (the trainer's
+        ``samples/step_*.mid``) the first piece is written there too, for the report to play. With ``columns``
+        (results that read left to right: a walk between two phrases) piano-roll samples are joined into one
+        piece, written as a .mid beside the PNG of its roll."""
+        path = Path(path)
+        if columns is not None and isinstance(self.tokenizer, RollFormat):
+            joined = self.tokenizer.join(tokens)
+            atomic_write_bytes(path.with_suffix(self.suffix), score_bytes(joined))
+            return self.preview([joined], path.with_suffix(".png"))
+        scores = self.decode(tokens, prompt_len)
+        if path.suffix == self.suffix and scores:
+            atomic_write_bytes(path, score_bytes(scores[0]))
+        return self.preview(scores, path.with_suffix(".png"))
 
     def preview(self, scores: list, path: Path) -> Path:
-        """The first ``GRID_ROWS`` pieces' piano rolls, one above the other."""
+        """The pieces' piano rolls, one above the other."""
         from genforge.data.music_render import rolls_png
 
-        rolls_png(scores[:GRID_ROWS], path, gap=GAP)
+        rolls_png(scores, path, gap=GAP)
         return path
 
 

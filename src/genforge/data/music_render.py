@@ -31,6 +31,7 @@ from genforge.io import atomic_write_bytes
 
 ENGINES = ("auto", "fluidsynth", "additive")
 RELEASE_TAIL = 0.5  # seconds after the score's end: room for the last notes' release
+MAX_RENDER_SECONDS = 3600.0  # an hour: a piece longer than that is a model's runaway or a broken file
 PEAK = 10 ** (-1 / 20)  # -1 dBFS: loud, with a little headroom for lossy re-encoders
 SAMPLE_RATES = (8000, 96000)  # what FluidSynth accepts; the additive engine keeps to the same range
 # Debian's fluid-soundfont-gm package (and its alternatives link): the first that exists is used
@@ -49,6 +50,9 @@ def render_wav(score: Any, path: str | os.PathLike, sample_rate: int = 22050, en
     beats none). ``engine="fluidsynth"`` without FluidSynth is a one-line ``ConfigError`` saying what to install."""
     _check_settings(sample_rate, engine)
     seconds = score.to("second")
+    if float(seconds.end()) > MAX_RENDER_SECONDS:
+        raise DataError(f"the piece lasts {float(seconds.end()):,.0f} s; audio is rendered for pieces of up to "
+                        f"{MAX_RENDER_SECONDS:,.0f} s (an hour)")
     program, sf2 = (None, None) if engine == "additive" else (shutil.which("fluidsynth"), find_soundfont(soundfont))
     if program is None or sf2 is None:
         if engine == "fluidsynth":
@@ -63,6 +67,21 @@ def render_wav(score: Any, path: str | os.PathLike, sample_rate: int = 22050, en
         warnings.warn(f"{e}; rendered with the additive synthesiser instead", stacklevel=2)
         return _write_additive(seconds, path, sample_rate)
     return "fluidsynth"
+
+
+def wav_bytes(score: Any, sample_rate: int = 16_000, mono: bool = True, engine: str = "auto") -> bytes:
+    """``render_wav``'s file as bytes (for a page to embed), mixed down to one channel when ``mono``."""
+    import soundfile
+
+    with tempfile.TemporaryDirectory(prefix="genforge-wav-") as folder:
+        path = Path(folder) / "piece.wav"
+        render_wav(score, path, sample_rate, engine)
+        if not mono:
+            return path.read_bytes()
+        audio, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio.mean(axis=1), sample_rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
 
 
 def wav_samples(score: Any, sample_rate: int) -> int:

@@ -59,15 +59,37 @@ class RollFormat:
 
     def decode(self, image: Any):
         """One image (2, steps, pitches), floats in [-1, 1] (or uint8 0/255), -> a ``symusic.Score``."""
-        from genforge.data.music_tokens import roll_to_score
+        return self._score(self._on(image))
 
+    def join(self, images: Any):
+        """Several images -> one piece: the segments one after another (a walk between two phrases, played
+        through), each exactly as ``decode`` reads it: a note sounding across a seam ends there."""
+        parts = [self._on(image) for image in images]
+        for part in parts[1:]:
+            part[1, 0] = part[0, 0]  # every note sounding at a segment's first step starts there
+        return self._score(np.concatenate(parts, axis=1))
+
+    def _on(self, image: Any) -> np.ndarray:
         array = np.asarray(image.detach().float().cpu() if hasattr(image, "detach") else image, dtype=np.float32)
         if tuple(array.shape) != self.shape:
             raise DataError(f"a piano-roll sample must be shaped {self.shape}, got {tuple(array.shape)}")
         on = array > (127.5 if array.max(initial=0) > 1.5 else 0.0)
         on[1] &= on[0]  # an onset mark counts only where its pitch sounds
+        return on
+
+    def _score(self, on: np.ndarray):
+        from genforge.data.music_tokens import roll_to_score
+
         roll = np.where(on, DECODED_VELOCITY, 0).astype(np.uint8)
         return roll_to_score(roll, self.steps_per_beat, self.pitch_low, self.tempo, onsets=True)
+
+    def first_segment(self, score, name: str) -> np.ndarray:
+        """The first segment of a piece that holds notes, (2, steps, pitches) uint8: what a model refines."""
+        segments = self.segments(score)
+        if not len(segments):
+            raise DataError(f"{name} has no notes in this run's piano-roll range (MIDI pitches {self.pitch_low} to "
+                            f"{self.pitch_high}); expected a piece with notes there")
+        return segments[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **asdict(self)}

@@ -14,6 +14,10 @@ into a few bins, durations are exact to the grid up to 4 beats and to a 16th up 
   every piece, shared with the piano roll's "cut by bars".
 - The end-of-piece id (``eot_id``) is MidiTok's ``EOS_None``; as ``<|endoftext|>`` for text, the dataset
   writes it before each piece and sampling starts from it. ``encode_score`` never emits it.
+- With ``keys`` (a run prepared with ``data.labels=key``) 24 ids follow MidiTok's vocabulary, one per key
+  (``music_keys.KEY_NAMES``); the dataset writes the piece's key token right after its end-of-piece token, so
+  a model learns to draw the key first and a sampler can choose it. Decoding drops key tokens like any id
+  outside MidiTok's vocabulary.
 - Decoding follows MidiTok, which skips what it cannot place (a ``Pitch`` without its velocity and
   duration, special tokens); ids outside the vocabulary are dropped first, so sampled streams decode
   to something, never to an exception. A decoded score has ``positions_per_beat`` ticks a beat.
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 import numpy as np
 
+from genforge.data.music_keys import KEY_NAMES, NUM_KEYS
 from genforge.errors import ConfigError, DataError
 from genforge.io import atomic_write_json
 
@@ -93,15 +98,27 @@ class MusicTokenizer:
 
     type: ClassVar[str] = "remi"
 
-    def __init__(self, settings: RemiSettings | None = None):
+    def __init__(self, settings: RemiSettings | None = None, keys: bool = False):
         self.settings = settings or RemiSettings()
+        self.keys = bool(keys)  # one key token (of 24, data/music_keys.py) after each end-of-piece token
         self._remi = _build_remi(self.settings)
         self._names: list[str] = [name for name, _ in sorted(self._remi.vocab.items(), key=lambda item: item[1])]
 
     # ---- the token-stream interface ------------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        return len(self._names)
+        return len(self._names) + (NUM_KEYS if self.keys else 0)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The keys a stream's key token names, index-aligned with ``key_token`` (none without key tokens)."""
+        return KEY_NAMES if self.keys else ()
+
+    def key_token(self, key: int) -> int:
+        """The id of key label ``key`` (0..23, ``music_keys.KEY_NAMES``): the ids after MidiTok's vocabulary."""
+        if not self.keys:
+            raise ConfigError("this tokenizer has no key tokens (a run prepared without data.labels=key)")
+        return len(self._names) + key
 
     @property
     def eot_id(self) -> int:
@@ -157,7 +174,11 @@ class MusicTokenizer:
         vocabulary are dropped, and so is any note whose tokens are incomplete or out of order."""
         from miditok import TokSequence
 
-        return self._remi.decode([TokSequence(ids=self._valid_ids(ids))])
+        score = self._remi.decode([TokSequence(ids=self._valid_ids(ids))])
+        # a model may write a tempo token "earlier" in a bar than one before it: MidiTok keeps the events in
+        # token order, and a MIDI file of events out of order wraps the negative gap to ~2**28 ticks
+        score.sort(inplace=True)
+        return score
 
     def _valid_ids(self, ids: Iterable[int]) -> list[int]:
         if hasattr(ids, "detach"):  # a torch tensor, possibly on an accelerator
@@ -167,14 +188,14 @@ class MusicTokenizer:
         except (TypeError, ValueError, OverflowError):
             raise DataError("token ids must be whole numbers") from None
         array = array.reshape(-1)
-        return array[(array >= 0) & (array < self.vocab_size)].tolist()
+        return array[(array >= 0) & (array < len(self._names))].tolist()  # key tokens are not notes either
 
     # ---- files ----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         from miditok.constants import CURRENT_MIDITOK_VERSION
 
         return {"type": self.type, "eot": EOT, "settings": asdict(self.settings), "vocab": list(self._names),
-                "miditok_version": CURRENT_MIDITOK_VERSION}
+                "miditok_version": CURRENT_MIDITOK_VERSION, **({"keys": True} if self.keys else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MusicTokenizer":
@@ -187,7 +208,7 @@ class MusicTokenizer:
         if unknown:
             raise ValueError(f"unknown REMI settings {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
         try:
-            tokenizer = cls(RemiSettings(**d["settings"]))
+            tokenizer = cls(RemiSettings(**d["settings"]), keys=d.get("keys") is True)
         except ConfigError as e:
             raise ValueError(str(e)) from None
         if "vocab" in d and d["vocab"] != tokenizer._names:
@@ -208,7 +229,8 @@ class MusicTokenizer:
         return tokenizer
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, MusicTokenizer) and self.settings == other.settings and self._names == other._names
+        return (isinstance(other, MusicTokenizer) and self.settings == other.settings and self._names == other._names
+                and self.keys == other.keys)
 
     def __repr__(self) -> str:
         return f"MusicTokenizer(vocab_size={self.vocab_size}, settings={self.settings})"

@@ -45,6 +45,7 @@ def report_run(run, result: dict, modality: Modality) -> ReportRun:
         train_items_per_s=statistics.median(speeds) if speeds else None,
         sample_items_per_s=sampling.get("items_per_s"), unit=modality.unit, sample_unit=sampling.get("unit", modality.unit),
         grid_png=latest_grid(run.samples_dir) if modality.report.shows == "grid" else None,
+        audio_wav=modality.report_audio(run.samples_dir),
         text_samples=list(result.get("examples") or []), curves=curves, figures=load_figures(run.path, result),
     )
 

@@ -40,6 +40,7 @@ class ReportRun:
     unit: str  # what training speed counts: "img", "tok", ...
     sample_unit: str | None = None  # what sampling speed counts, when not ``unit`` (a codes prior makes images)
     grid_png: bytes | None = None  # image runs: PNG bytes of a sample grid
+    audio_wav: bytes | None = None  # runs one can hear (music): WAV bytes of a sample, played in the card
     text_samples: list[str] = field(default_factory=list)  # text runs: a few generated texts
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # {"main/loss": [(25, 0.9), ...]}
     # (caption, PNG bytes) drawn by the run's evaluation (a table run's column histograms, ...), shown in its card
@@ -217,6 +218,9 @@ def _card(r: ReportRun) -> str:
     )
     if r.grid_png:
         body = f'<figure>{_img(r.grid_png, "grid", f"samples: {r.name}")}</figure>'
+        if r.audio_wav:
+            body += (f'<figure><audio controls preload="none" src="{_data_uri(r.audio_wav, "audio/wav")}"></audio>'
+                     f'<figcaption>listen: the first sample</figcaption></figure>')
     elif r.text_samples:
         parts = []
         for t in r.text_samples[:TEXT_SAMPLES_SHOWN]:
@@ -350,6 +354,7 @@ ul.notes { margin: 6px 0 0; padding-left: 18px; color: var(--muted); font-size: 
 .card dt { color: var(--muted); }
 .card dd { margin: 0; }
 figure { margin: 0; }
+audio { display: block; width: 100%; margin-top: 6px; }
 img.grid { display: block; width: 100%; max-width: 340px; height: auto; margin: 0 auto;
   image-rendering: pixelated; border: 1px solid var(--line); background: #000; }
 pre.sample { white-space: pre-wrap; overflow-wrap: anywhere; max-height: 220px; overflow-y: auto; margin: 0 0 8px;
@@ -365,7 +370,7 @@ img.figure { display: block; max-width: 100%; height: auto; border: 1px solid va
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
 """
 
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_CSP = "default-src 'none'; img-src data:; media-src data:; style-src 'unsafe-inline'"
 
 
 def render_report(

@@ -135,5 +135,9 @@ class Modality(abc.ABC):
     def codec(self, spec: DataSpec, tokenizer: Any) -> Any:
         """Samples -> files: ``decode``, ``write_items``, ``finish``, ``grid`` (see data/codecs.py)."""
 
+    def report_audio(self, samples_dir: Path) -> bytes | None:
+        """WAV bytes the report's card of a run plays (``samples_dir``: its training grids), or None."""
+        return None
+
     def rate(self, items_per_s: float | None) -> str:
         return "-" if items_per_s is None else f"{items_per_s:,.0f} {self.unit}/s"

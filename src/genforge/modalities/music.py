@@ -40,7 +40,10 @@ from genforge.modalities.text import TokenStreams
 
 SAMPLE_TOKENS = 512  # event tokens per sampled piece: about eight bars of a four-part chorale
 MAX_TRANSPOSE = 11
+MAX_PIECES = 1_000_000
+REPORT_AUDIO_RATE = 16_000  # the report's audio: mono 16 kHz, about 32 kB a second inside the HTML
 REPRESENTATIONS = ("events", "pianoroll")
+LABELS = ("none", "key")
 
 
 class MusicModality(TokenStreams):
@@ -51,6 +54,7 @@ class MusicModality(TokenStreams):
     model_kind = "music"  # runs load as models.MusicModel: a prompt piece to continue
     scorer = "genforge.evaluate.scorers.music:MusicScorer"
     default_eval_n = 50
+    sized_by_n_text = True  # pieces are token streams to generate, as texts are: `genforge compare --n-text`
     training_eval_n = 20
     report = ReportStyle(
         title="Music",
@@ -92,23 +96,30 @@ class MusicModality(TokenStreams):
         if isinstance(cfg.transpose, bool) or not isinstance(cfg.transpose, int) or not 0 <= cfg.transpose <= MAX_TRANSPOSE:
             raise ConfigError(f"data.transpose must be a whole number of semitones from 0 to {MAX_TRANSPOSE}, "
                               f"got {cfg.transpose!r}")
+        if isinstance(cfg.pieces, bool) or not isinstance(cfg.pieces, int) or not 0 <= cfg.pieces <= MAX_PIECES:
+            raise ConfigError(f"data.pieces must be a whole number from 0 (all pieces) to {MAX_PIECES:,}, got {cfg.pieces!r}")
         if cfg.representation not in REPRESENTATIONS:
             raise ConfigError(f"data.representation must be one of {', '.join(REPRESENTATIONS)}, got {cfg.representation!r}")
+        if cfg.labels not in LABELS:
+            raise ConfigError(f"data.labels must be one of {', '.join(LABELS)} for music, got {cfg.labels!r}")
 
     def preparation_params(self, source: Source, cfg: DataConfig) -> dict:
         kind = {"tokens": "remi"} if cfg.representation == "events" else {"representation": cfg.representation}
-        return {"val_fraction": float(cfg.val_fraction), "transpose": int(cfg.transpose), **kind}
+        # the options' defaults leave the key as it was before them
+        subset = {"pieces": int(cfg.pieces)} if cfg.pieces else {}
+        labels = {"labels": cfg.labels} if cfg.labels != "none" else {}
+        return {"val_fraction": float(cfg.val_fraction), "transpose": int(cfg.transpose), **kind, **subset, **labels}
 
     def write(self, tmp: Path, source: Source, params: dict, progress: bool) -> dict:
         from genforge.data.music_rolls import RollFormat
         from genforge.data.music_tokens import MusicTokenizer
 
-        pieces = read_pieces(source, progress)
+        pieces = read_pieces(source, progress, limit=params.get("pieces") or None)
         if params.get("representation") == "pianoroll":
             rolls = RollFormat()
             rolls.save(tmp / "tokenizer.json")
             return write_rolls(pieces, rolls, tmp, params, progress)
-        tokenizer = MusicTokenizer()
+        tokenizer = MusicTokenizer(keys=params.get("labels") == "key")
         tokenizer.save(tmp / "tokenizer.json")
         return write_streams(pieces, tokenizer, tmp, params, progress)
 
@@ -124,6 +135,12 @@ class MusicModality(TokenStreams):
             if rolls.dtype != np.uint8 or rolls.shape != expected:
                 raise CorruptEntry(f"{split}_images.npy holds {rolls.dtype} {rolls.shape}, expected uint8 {expected}")
             arrays[split] = rolls
+            if manifest.get("class_names"):
+                labels = load_npy(path / f"{split}_labels.npy")
+                if labels.shape != expected[:1] or labels.dtype != np.int64 or (len(labels) and not (
+                        0 <= labels.min() and labels.max() < len(manifest["class_names"]))):
+                    raise CorruptEntry(f"{split}_labels.npy does not hold a label per segment")
+                arrays[f"{split}_labels"] = labels
         try:
             rolls_format = self.load_tokenizer(path / "tokenizer.json")
         except (DataError, OSError) as e:
@@ -140,9 +157,10 @@ class MusicModality(TokenStreams):
         if entry.manifest.get("representation") == "pianoroll":
             from genforge.data.datasets import ImageDataset
 
-            train, val = (ImageDataset(entry.arrays[split], name=f"the {split} split of {source.canonical}")
-                          for split in ("train", "val"))
-            spec = DataSpec(self.name, tuple(entry.manifest["shape"]))
+            names = list(entry.manifest.get("class_names") or [])
+            train, val = (ImageDataset(entry.arrays[split], entry.arrays.get(f"{split}_labels"), names,
+                                       name=f"the {split} split of {source.canonical}") for split in ("train", "val"))
+            spec = DataSpec(self.name, tuple(entry.manifest["shape"]), num_classes=len(names) or None, class_names=names)
             return Prepared(spec, train, val, entry.tokenizer, entry.manifest, entry.path)
         train, val = self.windows(entry, source, cfg)
         spec = DataSpec(self.name, (cfg.block_size,), vocab_size=entry.tokenizer.vocab_size)
@@ -167,6 +185,20 @@ class MusicModality(TokenStreams):
             raise DataError("music runs need their tokenizer.json to write samples; it is missing")
         return MusicCodec(tokenizer)
 
+    def report_audio(self, samples_dir: Path) -> bytes | None:
+        """The latest training grid's first piece (``step_*.mid``, written beside its piano roll), as WAV bytes."""
+        from genforge.data.music import load_score
+        from genforge.data.music_render import wav_bytes
+
+        pieces = sorted(samples_dir.glob("step_*.mid"))
+        if not pieces:
+            return None
+        try:
+            return wav_bytes(load_score(pieces[-1]), REPORT_AUDIO_RATE, mono=True)
+        except DataError as e:  # the report goes on without the sound (a runaway piece, a broken file)
+            warnings.warn(f"{pieces[-1]}: no audio in the report ({e})", stacklevel=2)
+            return None
+
 
 def music_files(root: Path) -> list[Path]:
     """``root`` itself when it is a music file, else the music files under it (hidden ones skipped), sorted."""
@@ -177,14 +209,15 @@ def music_files(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def read_pieces(source: Source, progress: bool) -> list[tuple[str, object]]:
-    """(name, score) of every usable piece. In a folder, files that cannot be read and pieces with nothing to
-    learn (no notes, only drums) are skipped and named in one warning; a single file's problem is an error."""
+def read_pieces(source: Source, progress: bool, limit: int | None = None) -> list[tuple[str, object]]:
+    """(name, score) of every usable piece (of the first ``limit`` of the source, when given). In a folder,
+    files that cannot be read and pieces with nothing to learn (no notes, only drums) are skipped and named in
+    one warning; a single file's problem is an error."""
     from genforge.data import music
 
     pieces, skipped = [], []
-    with tqdm(desc="reading music", unit="piece", disable=not progress, leave=False) as bar:
-        for name, read in piece_readers(source):
+    with tqdm(total=limit, desc="reading music", unit="piece", disable=not progress, leave=False) as bar:
+        for name, read in piece_readers(source, limit):
             try:
                 score = read()
             except DataError as e:
@@ -208,16 +241,16 @@ def read_pieces(source: Source, progress: bool) -> list[tuple[str, object]]:
     return pieces
 
 
-def piece_readers(source: Source):
-    """(name, a function reading that piece) for each piece of the source, in a fixed order."""
+def piece_readers(source: Source, limit: int | None = None):
+    """(name, a function reading that piece) for each piece of the source (the first ``limit``), in a fixed order."""
     from genforge.data import music
 
     if source.path is None:
-        for name, score in music.bach_pieces():
+        for name, score in music.bach_pieces(limit):
             yield name, (lambda score=score: score)
         return
     root = source.path if source.path.is_dir() else source.path.parent
-    for path in music_files(source.path):
+    for path in music_files(source.path)[:limit]:
         yield path.relative_to(root).as_posix(), (lambda path=path: music.load_score(path))
 
 
@@ -237,13 +270,17 @@ def split_versions(pieces: list, params: dict, desc: str, progress: bool):
 
 
 def write_streams(pieces: list, tokenizer, folder: Path, params: dict, progress: bool) -> dict:
-    """train.bin and val.bin: each piece after the end-of-piece token; training pieces in every transposition."""
+    """train.bin and val.bin: each piece after the end-of-piece token (and its key token, for a tokenizer with
+    keys); training pieces in every transposition."""
+    from genforge.data.music_keys import estimate_key
+
     dtype = token_dtype(tokenizer.vocab_size)
     counts, in_split = {"train": 0, "val": 0}, {"train": 0, "val": 0}
     with open(folder / "train.bin", "wb") as train_f, open(folder / "val.bin", "wb") as val_f:
         for split, versions in split_versions(pieces, params, "tokenizing", progress):
             for version in versions:
-                ids = np.asarray([tokenizer.eot_id, *tokenizer.encode_score(version)], dtype=dtype)
+                head = [tokenizer.eot_id] + ([tokenizer.key_token(estimate_key(version))] if tokenizer.keys else [])
+                ids = np.asarray([*head, *tokenizer.encode_score(version)], dtype=dtype)
                 (train_f if split == "train" else val_f).write(ids.tobytes())
                 counts[split] += len(ids)
             in_split[split] += 1
@@ -253,19 +290,29 @@ def write_streams(pieces: list, tokenizer, folder: Path, params: dict, progress:
 
 def write_rolls(pieces: list, rolls, folder: Path, params: dict, progress: bool) -> dict:
     """train_images.npy and val_images.npy: every piece's four-bar segments (training pieces in every
-    transposition), uint8 (N, 2, 64, 64)."""
+    transposition), uint8 (N, 2, 64, 64); with ``params["labels"] == "key"``, {split}_labels.npy: each segment's
+    piece's key (0..23)."""
+    from genforge.data.music_keys import KEY_NAMES, estimate_key
+
+    keyed = params.get("labels") == "key"
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+    keys: dict[str, list[np.ndarray]] = {"train": [], "val": []}
     in_split = {"train": 0, "val": 0}
     for split, versions in split_versions(pieces, params, "cutting piano rolls", progress):
-        parts[split] += [rolls.segments(version) for version in versions]
+        for version in versions:
+            parts[split].append(rolls.segments(version))
+            if keyed:
+                keys[split].append(np.full(len(parts[split][-1]), estimate_key(version), dtype=np.int64))
         in_split[split] += 1
     sizes = {}
     for split, segments in parts.items():
         array = np.concatenate(segments) if segments else np.zeros((0, *rolls.shape), dtype=np.uint8)
         np.save(folder / f"{split}_images.npy", array)
+        if keyed:
+            np.save(folder / f"{split}_labels.npy", np.concatenate(keys[split]) if keys[split] else np.zeros(0, np.int64))
         sizes[split] = int(len(array))
     if not sizes["train"]:
         raise DataError("the training pieces hold no notes in the piano roll's range "
                         f"(MIDI pitches {rolls.pitch_low} to {rolls.pitch_high})")
     return {"representation": "pianoroll", "shape": list(rolls.shape), "sizes": sizes, "pieces": in_split,
-            "roll": rolls.to_dict()}
+            "roll": rolls.to_dict(), **({"class_names": list(KEY_NAMES)} if keyed else {})}
