@@ -253,6 +253,8 @@ def test_music_errors_are_one_line(corpus, run, tmp_path):
     ]
     for args, expected in cases:
         assert expected in one_error_line(run_main(*args)), args
+    with pytest.raises(ConfigError, match="learns event tokens"):  # no piano roll to refine in an event run
+        genforge.load(run, device="cpu").inpaint(corpus / "piece0.mid", "2")
 
 
 def test_bach_is_built_in(monkeypatch, tmp_path):

@@ -37,16 +37,13 @@ class MusicModel(ImageModel):
         holds notes, (1, 2, steps, pitches) in [-1, 1]."""
         from genforge.data.music import load_score
 
-        if self.spec.kind != "image":
-            raise ConfigError(f"{self.run.path} learns event tokens: it continues a piece (--prompt-file, or refine "
-                              "--input), it does not refine it as a piano roll")
-        segment = self.tokenizer.first_segment(load_score(path), str(path))
+        segment = self._rolls().first_segment(load_score(path), str(path))
         return torch.from_numpy(segment).float().div(127.5).sub(1).unsqueeze(0)
 
     def load_mask(self, bars: str | Path, like: str | Path | None = None) -> torch.Tensor:
         """The bars of a segment to regenerate, as an inpainting mask (1, 1, steps, pitches): "2" or "2-3"
         (bars counted from 1); every other bar is kept note for note."""
-        rolls = self.tokenizer
+        rolls = self._rolls()
         first, sep, last = str(bars).partition("-")
         try:
             low, high = int(first), int(last if sep else first)
@@ -59,6 +56,13 @@ class MusicModel(ImageModel):
         mask = torch.zeros(1, 1, rolls.steps, rolls.shape[2])
         mask[:, :, (low - 1) * per_bar:high * per_bar] = 1
         return mask
+
+    def _rolls(self):
+        """The run's ``RollFormat``; a one-line error on an event-token run, which has no piano rolls to refine."""
+        if self.spec.kind != "image":
+            raise ConfigError(f"{self.run.path} learns event tokens: it continues a piece (--prompt-file, or refine "
+                              "--input), it does not refine it as a piano roll")
+        return self.tokenizer
 
     def _prompt_tokens(self, prompt: Any, label: Any = None) -> list[int]:
         """The end-of-piece token, the key token (a run with keys: ``label``'s, else the prompt piece's; none
