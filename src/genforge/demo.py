@@ -63,10 +63,10 @@ MUSIC_RECIPE = (f"data.pieces={CHORALES}", "data.block_size=512", "train.batch_s
                 "model.n_layer=2", "model.n_embd=64", "model.n_head=2")
 
 PLAN = (
-    DemoPart("diffusion", "mnist", 0.41),  # the slowest to learn: it gets the largest share
-    DemoPart("gan", "mnist", 0.17),
+    DemoPart("diffusion", "mnist", 0.39),  # the slowest to learn: it gets the largest share
+    DemoPart("gan", "mnist", 0.16),
     DemoPart("vae", "mnist", 0.10),
-    DemoPart("transformer", "pycode", 0.22, CODE_RECIPE, shows="code"),
+    DemoPart("transformer", "pycode", 0.25, CODE_RECIPE, shows="code"),
     # TabDDPM on 569 diagnoses: a few hundred steps (about 20 s) score quality 0.94 where TVAE scores 0.83
     DemoPart("diffusion", "breast_cancer", 0.04, name="table-diffusion", shows="rows"),
     DemoPart("transformer", "bach", 0.06, MUSIC_RECIPE, name="music", shows="music"),
