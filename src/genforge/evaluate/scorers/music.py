@@ -19,32 +19,25 @@ import math
 
 import numpy as np
 
-from genforge.errors import ConfigError
 from genforge.evaluate.music_metrics import compare_features, set_features
+from genforge.evaluate.scorers.featureless import FeaturelessScorer
 from genforge.evaluate.scorers.text import MAX_VAL_TOKENS, token_likelihood
 from genforge.modalities.music import SAMPLE_TOKENS
 
 BAR_TOKEN = "Bar_None"
 
 
-class MusicScorer:
-    uses_features = False
+class MusicScorer(FeaturelessScorer):
+    kind = "music"
     sample_batch = 50
 
     def __init__(self, evaluator):
-        self.evaluator = evaluator
-        self.prepared = evaluator.prepared
+        super().__init__(evaluator)
         self.tokenizer = evaluator.prepared.tokenizer
         self.rolls = self.prepared.spec.kind == "image"  # piano-roll runs: image samples, the tokenizer a RollFormat
         self.sample_tokens = SAMPLE_TOKENS
-        if evaluator.features_name not in ("auto", "music"):
-            raise ConfigError(f"--features applies to image runs; this is a music run (on {evaluator.data})")
         self._real: tuple[list, list] | None = None
         self._real_features: dict[str, np.ndarray] | None = None
-
-    @classmethod
-    def extractor_name(cls, features: str, run) -> str:
-        return "music"
 
     def reference_info(self) -> dict:
         if self.rolls:
@@ -53,9 +46,6 @@ class MusicScorer:
         return {"data": self.evaluator.data, "split": "val", "tokens": self.val_token_count(),
                 "piece_tokens": self.sample_tokens, "pieces": len(self.real_pieces()[0]),
                 "entry": self.prepared.path.name}
-
-    def extractor_info(self) -> None:
-        return None
 
     def val_token_count(self) -> int:
         return min(self.prepared.val.num_tokens - 1, MAX_VAL_TOKENS)

@@ -9,30 +9,23 @@ from __future__ import annotations
 
 import pandas as pd
 
-from genforge.errors import ConfigError
+from genforge.evaluate.scorers.featureless import FeaturelessScorer
 
 EXAMPLE_ROWS = 10  # rows shown in the report's card
 
 
-class TableScorer:
-    uses_features = False
+class TableScorer(FeaturelessScorer):
+    kind = "table"
     sample_batch = 1000  # rows drawn at once
 
     def __init__(self, evaluator):
-        if evaluator.features_name not in ("auto", "table"):
-            raise ConfigError(f"--features applies to image runs; this is a table run (on {evaluator.data})")
-        self.evaluator = evaluator
-        self.prepared = evaluator.prepared
+        super().__init__(evaluator)
         self.transform = self.prepared.tokenizer
         self.types = {c["name"]: c["type"] for c in self.transform.columns}
         # decoded once: every evaluation during training reuses them
         self.train = self.decode(self.prepared.train.rows)
         self.holdout = self.decode(self.prepared.val.rows)
         self.samples: pd.DataFrame | None = None  # the synthetic rows the latest score() drew: what figures() shows
-
-    @classmethod
-    def extractor_name(cls, features: str, run) -> str:
-        return "table"
 
     def decode(self, rows) -> pd.DataFrame:
         from genforge.data.table_codec import TableCodec
@@ -42,9 +35,6 @@ class TableScorer:
     def reference_info(self) -> dict:
         return {"data": self.evaluator.data, "split": "train", "n": len(self.train), "held_out": len(self.holdout),
                 "entry": self.prepared.path.name}
-
-    def extractor_info(self) -> None:
-        return None
 
     def score(self, family, amp_dtype) -> tuple[dict, dict, list[str]]:
         from genforge.evaluate.table_metrics import table_scores

@@ -10,33 +10,24 @@ import torch
 
 from genforge.data.text import is_python_source
 from genforge.errors import ConfigError
+from genforge.evaluate.scorers.featureless import FeaturelessScorer
 
 TEXT_SAMPLE_TOKENS = 256  # tokens per scored sample
 MAX_VAL_TOKENS = 131_072  # bits per byte are measured on at most this many validation tokens
 
 
-class TextScorer:
-    uses_features = False
+class TextScorer(FeaturelessScorer):
+    kind = "text"
     sample_batch = 100
 
     def __init__(self, evaluator):
-        self.evaluator = evaluator
-        self.prepared = evaluator.prepared
+        super().__init__(evaluator)
         self.sample_tokens = TEXT_SAMPLE_TOKENS
-        if evaluator.features_name not in ("auto", "text"):
-            raise ConfigError(f"--features applies to image runs; this is a text run (on {evaluator.data})")
         self.is_code = is_python_source(evaluator.data)
-
-    @classmethod
-    def extractor_name(cls, features: str, run) -> str:
-        return "text"
 
     def reference_info(self) -> dict:
         return {"data": self.evaluator.data, "split": "val", "tokens": self.val_token_count(),
                 "entry": self.prepared.path.name}
-
-    def extractor_info(self) -> None:
-        return None
 
     def val_token_count(self) -> int:
         return min(self.prepared.val.num_tokens - 1, MAX_VAL_TOKENS)
