@@ -77,14 +77,8 @@ def data_defaults(source: str, accepts: tuple[str, ...] = ()) -> dict:
     """The data.* values new runs on ``source`` start from, for a family accepting the kinds ``accepts``
     (its modality's ``defaults_for``), read from the source's name alone: nothing is opened or checked here
     (``parse_source`` does that when it is prepared)."""
-    if not isinstance(source, str):
-        return {}
-    source = source.strip()
-    kind = source.partition(":")[0]
-    for modality in all_modalities():
-        if source in modality.builtin_sources or (":" in source and kind in modality.path_forms):
-            return modality.defaults_for(tuple(accepts))
-    return {}
+    match = _named(source.strip()) if isinstance(source, str) else None
+    return {} if match is None else match[0].defaults_for(tuple(accepts))
 
 
 def parse_source(source: str) -> tuple[Source, Modality]:
@@ -92,28 +86,40 @@ def parse_source(source: str) -> tuple[Source, Modality]:
     if not isinstance(source, str) or not source.strip():
         raise DataError(f"a data source must be a non-empty string; {choices()}")
     source = source.strip()
+    match = _named(source)
+    if match is None:
+        forms = [kind for m in all_modalities() for kind in m.path_forms]
+        hint = ""
+        if Path(source).expanduser().exists():
+            suffix = Path(source).suffix.lstrip(".").lower()
+            forms.sort(key=lambda kind: kind != suffix)  # a form named like the file's suffix first: csv:, parquet:
+            hint = f" (did you mean {' or '.join(f'{kind}:{source}' for kind in forms[:2])}?)"
+        raise DataError(f"unknown data source '{source}'{hint}; {choices()}")
+    modality, kind, rest = match
+    if kind is None:
+        return Source(source, modality.name), modality
+    if not rest.strip():
+        raise DataError(f"data source '{source}' has no path; expected {kind}:PATH")
+    path = Path(rest.strip()).expanduser().resolve()
+    if not path.exists():
+        raise DataError(f"data source '{source}': {path} does not exist")
+    parsed = Source(kind, modality.name, path)
+    modality.check_path(parsed)
+    return parsed, modality
+
+
+def _named(source: str) -> tuple[Modality, str | None, str] | None:
+    """The modality a source's name belongs to, by name alone: (modality, None, "") for a built-in source,
+    (modality, kind, the rest) for a ``kind:PATH`` form; None when no modality knows it."""
     modalities = all_modalities()
     for modality in modalities:
         if source in modality.builtin_sources:
-            return Source(source, modality.name), modality
+            return modality, None, ""
     kind, sep, rest = source.partition(":")
     for modality in modalities:
         if sep and kind in modality.path_forms:
-            if not rest.strip():
-                raise DataError(f"data source '{source}' has no path; expected {kind}:PATH")
-            path = Path(rest.strip()).expanduser().resolve()
-            if not path.exists():
-                raise DataError(f"data source '{source}': {path} does not exist")
-            parsed = Source(kind, modality.name, path)
-            modality.check_path(parsed)
-            return parsed, modality
-    forms = [kind for m in modalities for kind in m.path_forms]
-    hint = ""
-    if Path(source).expanduser().exists():
-        suffix = Path(source).suffix.lstrip(".").lower()
-        forms.sort(key=lambda kind: kind != suffix)  # a form named like the file's suffix first: csv:, parquet:
-        hint = f" (did you mean {' or '.join(f'{kind}:{source}' for kind in forms[:2])}?)"
-    raise DataError(f"unknown data source '{source}'{hint}; {choices()}")
+            return modality, kind, rest
+    return None
 
 
 def builtin_sources() -> dict[str, tuple[Modality, str]]:
