@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from genforge.config import (TRAIN_CHOICES, TRAIN_RANGES, RunConfig, apply_overrides, check_choices, check_ranges,
+from genforge.config import (TRAIN_CHOICES, TRAIN_RANGES, DataConfig, RunConfig, apply_overrides, check_choices, check_ranges,
                              check_types)
 from genforge.errors import ConfigError, RunError
 from genforge.families import get_family
@@ -27,18 +27,23 @@ def make_config(
     **train: Any,
 ) -> RunConfig:
     """A full run config: TrainConfig defaults, then the family's defaults, then the caller's values."""
-    from genforge.modalities.registry import data_defaults
+    from genforge.modalities.registry import data_defaults, model_defaults
 
     kind = data_kind(family, data)
-    family_cls = get_family(family, kind)
-    d: dict[str, Any] = {"family": family, "data": {**data_defaults(data, family_cls.accepts), "source": data},
-                         "train": dict(family_cls.train_defaults),
-                         "model": dict(getattr(family_cls, "model_defaults", {}))}
-    if steps is not None:
-        d["train"]["steps"] = steps
-    d["train"].update({k: v for k, v in train.items() if v is not None})
-    apply_overrides(d, list(overrides))
-    config = RunConfig.from_dict(d)
+    while True:  # twice at most: when the data's settings (a representation) give another variant of the family
+        family_cls = get_family(family, kind)
+        d: dict[str, Any] = {"family": family, "data": {**data_defaults(data, family_cls.accepts), "source": data},
+                             "train": dict(family_cls.train_defaults),
+                             "model": {**getattr(family_cls, "model_defaults", {}), **model_defaults(data, family)}}
+        if steps is not None:
+            d["train"]["steps"] = steps
+        d["train"].update({k: v for k, v in train.items() if v is not None})
+        apply_overrides(d, list(overrides))
+        config = RunConfig.from_dict(d)
+        chosen = data_kind(family, data, config.data)
+        if chosen == kind:
+            break
+        kind = chosen
     check_types(config.train, "train")
     check_types(config.data, "data")
     validate_train(config)
@@ -46,20 +51,21 @@ def make_config(
     return config
 
 
-def data_kind(family: str, source: str) -> str | None:
-    """The kind of tensors ``source`` gives a family (DataSpec.kind), where the family's class depends on it
-    (``families.VARIANTS``); None otherwise (the source is then checked when it is prepared)."""
+def data_kind(family: str, source: str, cfg: DataConfig | None = None) -> str | None:
+    """The kind of tensors ``source`` gives a family (DataSpec.kind) under the data settings ``cfg`` (default: the
+    modality's defaults), where the family's class depends on it (``families.VARIANTS``); None otherwise (the
+    source is then checked when it is prepared)."""
     from genforge.families import has_variants
     from genforge.modalities import parse_source
 
-    return parse_source(source)[1].data_kind if has_variants(family) else None
+    return parse_source(source)[1].kind_of(cfg) if has_variants(family) else None
 
 
 def validate_train(config: RunConfig) -> None:
     """Every train.* value within its range (``config.TRAIN_RANGES``), and a known feature extractor."""
     check_ranges(config.train, TRAIN_RANGES, "train")
     check_choices(config.train, TRAIN_CHOICES, "train.")
-    family_cls = get_family(config.family, data_kind(config.family, config.data.source))
+    family_cls = get_family(config.family, data_kind(config.family, config.data.source, config.data))
     if config.train.activation_checkpointing:
         family_cls.check_activation_checkpointing()
     if config.train.fsdp:

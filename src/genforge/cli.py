@@ -63,6 +63,15 @@ def _tokenizer_overrides(tokenizer: str | None, vocab_size: int | None) -> list[
     return out + ([] if vocab_size is None else [f"data.vocab_size={vocab_size}"])
 
 
+SAMPLE_RATE_HELP = "Audio sources: resample every clip to this rate in Hz (default 16000)."
+CLIP_SECONDS_HELP = "Audio sources: cut or pad every clip to this many seconds (default 1.0)."
+
+
+def _audio_overrides(sample_rate: int | None, clip_seconds: float | None) -> list[str]:
+    return ([] if sample_rate is None else [f"data.sample_rate={sample_rate}"]) + (
+        [] if clip_seconds is None else [f"data.clip_seconds={clip_seconds}"])
+
+
 @app.command()
 def train(
     family: Optional[str] = typer.Option(None, "--family", "-f", help=FAMILY_HELP),
@@ -80,6 +89,8 @@ def train(
     vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help=VOCAB_SIZE_HELP),
     doc_starts: Optional[float] = typer.Option(None, "--doc-starts", help="Text: share of training windows that begin at a document's start (0..1), so short runs on a corpus of many files learn how a file opens (the demo's code run: 0.5)."),
     fim_rate: Optional[float] = typer.Option(None, "--fim-rate", help="Text: share of training windows rearranged for fill-in-the-middle (0..1), for `genforge refine --prefix-file/--suffix-file`."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help=SAMPLE_RATE_HELP),
+    clip_seconds: Optional[float] = typer.Option(None, "--clip-seconds", help=CLIP_SECONDS_HELP),
     sets: list[str] = typer.Option([], "--set", "-s", help="Override any config value: section.key=value (sections: data, train, model)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -111,6 +122,7 @@ def train(
         overrides.append(f"data.fim_rate={fim_rate}")
     if doc_starts is not None:
         overrides.append(f"data.doc_starts={doc_starts}")
+    overrides += _audio_overrides(sample_rate, clip_seconds)
     result = train_run(
         family, data, out, steps=steps, overrides=overrides, resume=resume, progress=not quiet,
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, device=device, seed=seed, eval_every=eval_every,
@@ -347,6 +359,8 @@ def data_prepare(
     block_size: Optional[int] = typer.Option(None, "--block-size", help="text sources: context length in tokens."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
     vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help=VOCAB_SIZE_HELP),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help=SAMPLE_RATE_HELP),
+    clip_seconds: Optional[float] = typer.Option(None, "--clip-seconds", help=CLIP_SECONDS_HELP),
     sets: list[str] = typer.Option([], "--set", "-s", help="Override a data.* value: data.key=value (tables: "
                                    "data.columns.NAME=TYPE, data.numeric=quantile, ...)."),
 ) -> None:
@@ -354,7 +368,7 @@ def data_prepare(
     from genforge.config import data_config
     from genforge.modalities import prepare
 
-    cfg = data_config(source, sets)
+    cfg = data_config(source, [*sets, *_audio_overrides(sample_rate, clip_seconds)])
     if image_size is not None:
         cfg.image_size = image_size
     if channels is not None:

@@ -16,6 +16,7 @@ FOR_TABLES = {"applies_to": "table"}  # DataConfig field metadata: options only 
 FOR_TOKENS = {"applies_to": "tokens"}  # ... and options only token streams (text, code grids) use
 FOR_CODES = {"applies_to": "codes"}  # ... and options of one modality (by its name): VQ-VAE code grids
 FOR_MUSIC = {"applies_to": "music"}  # ... symbolic music
+FOR_AUDIO = {"applies_to": "audio"}  # ... audio clips
 
 
 @dataclass
@@ -38,14 +39,20 @@ class DataConfig:
     # music runs: 3, MusicModality.data_defaults)
     transpose: int = field(default=0, metadata=FOR_MUSIC)
     # music: "events" (REMI tokens, for the transformer) or "pianoroll" (2 x 64 x 64 segments, for the image
-    # families); new runs get the one their family accepts (MusicModality.defaults_for)
-    representation: str = field(default="events", metadata=FOR_MUSIC)
+    # families); audio: "mel" (log-mel spectrograms as 1 x frames x 64 images) or "waveform" (1 x samples, for
+    # diffusion's DiffWave denoiser); new runs get the one their family accepts (Modality.defaults_for)
+    representation: str = field(default="events", metadata={"applies_to": ("music", "audio")})
     # music: learn from the first N pieces of the source only (0: all of them): a quick run on part of a corpus
     # (reading `bach` through music21 takes about 0.6 s a chorale; the demo reads 40)
     pieces: int = field(default=0, metadata=FOR_MUSIC)
     # music: "key" labels each piece with its key (24 classes, estimated from its notes: data/music_keys.py), so
     # models learn to generate in a key chosen with --label "D minor"; "none" (the default) learns no labels
     labels: str = field(default="none", metadata=FOR_MUSIC)
+    # audio: clips are resampled to this rate (Hz), mixed to mono, and cut or padded to clip_seconds
+    sample_rate: int = field(default=16_000, metadata=FOR_AUDIO)
+    clip_seconds: float = field(default=1.0, metadata=FOR_AUDIO)
+    # audio: learn from the first N clips of the source only (0: all of them; spoken-digits makes 3,000)
+    clips: int = field(default=0, metadata=FOR_AUDIO)
     # tables (csv:, parquet: and the built-in tables); metadata "applies_to": the data kind they mean something for,
     # so other data refuses them (modalities/prepare.py)
     columns: dict[str, str] = field(default_factory=dict, metadata=FOR_TABLES)  # NAME -> type, over the inferred one

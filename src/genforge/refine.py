@@ -56,8 +56,8 @@ def refine(model: Model, *, input: str | Path | None = None, mask: str | Path | 
     if text_mode:
         _expect(model, TextModel, "--prefix-file/--suffix-file (fill in the middle)", "text")
         return _infill(model, prefix or "", suffix or "", out, seed, settings)
-    if model.prompt_is_file and model.offers("continue"):  # music as events: --input is a piece, continued n times
-        return _continue(model, Path(input), n, out, seed, settings)
+    if model.prompt_is_file and model.offers("continue"):  # music events, code priors: --input is continued n times
+        return _continue(model, Path(input), n, out, seed, {**settings, **({} if mask is None else {"mask": str(mask)})})
     _expect(model, ImageModel, "--input", "image")
     image = model.load_image(input)
     if model.offers("inpaint") or model.offers("img2img"):

@@ -145,6 +145,34 @@ class ImageDataset(EpochDataset):
         return out
 
 
+class WaveDataset(EpochDataset):
+    """16-bit PCM clips (N, C, L) int16 and optional int64 labels; batches are float32 in [-1, 1)."""
+
+    items = "clips"
+
+    def __init__(self, waves: np.ndarray, labels: np.ndarray | None = None, class_names: list[str] | None = None,
+                 name: str = "clips"):
+        if waves.dtype != np.int16 or waves.ndim != 3:
+            raise DataError(f"{name}: expected int16 clips of shape (N, C, L), got {waves.dtype} {waves.shape}")
+        if labels is not None and labels.shape != (len(waves),):
+            raise DataError(f"{name}: {len(waves)} clips but labels of shape {labels.shape}")
+        self.waves = torch.from_numpy(np.ascontiguousarray(waves))
+        self.labels = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+        self.class_names = list(class_names or [])
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.waves.shape[0]
+
+    def get(self, indices: Indices) -> Batch:
+        """{"x": (B, C, L) float32 in [-1, 1), "y": (B,) int64} ("y" only when there are labels)."""
+        idx = _as_index(indices)
+        out = {"x": self.waves[idx].float().div_(32768.0)}
+        if self.labels is not None:
+            out["y"] = self.labels[idx]
+        return out
+
+
 class TableDataset(EpochDataset):
     """Encoded table rows (N, D) float32 (``table_transform``); batches are {"x": (B, D) float32}."""
 

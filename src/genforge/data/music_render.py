@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from genforge.data.audio_io import wav_bytes as mono_wav_bytes
 from genforge.errors import ConfigError, DataError
 from genforge.io import atomic_write_bytes
 
@@ -79,9 +80,7 @@ def wav_bytes(score: Any, sample_rate: int = 16_000, mono: bool = True, engine: 
         if not mono:
             return path.read_bytes()
         audio, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
-    buffer = io.BytesIO()
-    soundfile.write(buffer, audio.mean(axis=1), sample_rate, subtype="PCM_16", format="WAV")
-    return buffer.getvalue()
+    return mono_wav_bytes(audio.mean(axis=1), sample_rate)
 
 
 def wav_samples(score: Any, sample_rate: int) -> int:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 
 KINDS = {"tokens": "token ids below a vocab_size", "image": "(C, H, W) images", "vector": "(D,) vectors",
-         "table": "(D,) encoded table rows (DataSpec.table)"}
+         "table": "(D,) encoded table rows (DataSpec.table)", "waveform": "(C, L) waveforms (audio samples)"}
 TANH_SPANS = ("value", "code")  # continuous dims in about [-1, 1]: a tanh output
 SOFTMAX_SPANS = ("mode", "category", "missing")  # one-hot groups: exactly one dim is 1, the rest 0
 
@@ -35,7 +35,8 @@ class DataSpec:
     """Shape of the data a model is built for.
 
     modality: the modality's name ("image", "text", "codes", ... see genforge.modalities).
-    shape: (C, H, W) for images; (block_size,) for token streams, the context length in tokens.
+    shape: (C, H, W) for images; (C, L) for waveforms (channels, samples); (block_size,) for token streams, the
+        context length in tokens.
     vocab_size: number of token ids (token streams only).
     num_classes: number of labels when the data has them, else None.
     class_names: the label names, index-aligned with the label ids.
@@ -54,13 +55,13 @@ class DataSpec:
     @property
     def kind(self) -> str:
         """The tensors a family sees, whatever the modality: "tokens" (ids below vocab_size), "image"
-        ((C, H, W) floats), "table" ((D,) encoded rows laid out by ``table``) or "vector" ((D,) floats).
-        Families declare the kinds they accept."""
+        ((C, H, W) floats), "waveform" ((C, L) floats), "table" ((D,) encoded rows laid out by ``table``) or
+        "vector" ((D,) floats). Families declare the kinds they accept."""
         if self.table is not None:
             return "table"
         if self.vocab_size is not None:
             return "tokens"
-        return "image" if len(self.shape) == 3 else "vector"
+        return {3: "image", 2: "waveform"}.get(len(self.shape), "vector")
 
     def table_spans(self) -> list[TableSpan]:
         """The spans of an encoded table row, in order (empty for other data)."""

@@ -52,8 +52,8 @@ class Evaluator:
 
     @property
     def result_modality(self) -> str:
-        """The modality results are filed and compared under (a codes prior's are image scores)."""
-        return self.modality.scores_as or self.modality.name
+        """The modality results are filed and compared under (a codes prior's: its VQ-VAE's data's)."""
+        return getattr(self.scorer, "scores_as", None) or self.modality.scores_as or self.modality.name
 
     def reference_info(self) -> dict:
         return self.scorer.reference_info()

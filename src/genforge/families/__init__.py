@@ -21,6 +21,7 @@ VARIANTS: dict[tuple[str, str], str] = {
     ("transformer", "table"): "genforge.families.table_transformer:TableTransformer",
     ("gan", "table"): "genforge.families.table_gan:TableGAN",
     ("diffusion", "table"): "genforge.families.table_diffusion:TableDiffusion",
+    ("diffusion", "waveform"): "genforge.families.wave_diffusion:WaveDiffusion",
 }
 
 

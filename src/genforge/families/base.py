@@ -136,10 +136,12 @@ class Family(nn.Module, abc.ABC):
         return resolve_labels(label, n, self.num_classes, self.spec.class_names, generator, self.device)
 
     def check_images(self, x: Any) -> torch.Tensor:
-        """``x`` itself when it is a batch of images of this family's shape (B, C, H, W), else a ConfigError."""
-        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.spec.shape):
+        """``x`` itself when it is a batch of this family's items, (B, C, H, W) images or (B, C, L) waveforms,
+        else a ConfigError."""
+        if not torch.is_tensor(x) or x.dim() != len(self.spec.shape) + 1 or tuple(x.shape[1:]) != tuple(self.spec.shape):
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise ConfigError(f"expected images shaped (B, {', '.join(map(str, self.spec.shape))}), got {got}")
+            what = "waveforms" if self.spec.kind == "waveform" else "images"
+            raise ConfigError(f"expected {what} shaped (B, {', '.join(map(str, self.spec.shape))}), got {got}")
         return x
 
     @staticmethod

@@ -111,8 +111,21 @@ class Diffusion(Family):
 
     def __init__(self, config: DiffusionConfig, spec: DataSpec):
         super().__init__(config, spec)
-        c, h, w = spec.shape
         check_config(config)
+        self.build_backbone(config, spec)
+        self.num_classes = spec.num_classes if config.class_conditional and spec.num_classes else None
+        if self.num_classes:
+            # one extra row: the "null" label of the unconditional model
+            self.label_embedding = nn.Embedding(self.num_classes + 1, self.backbone.emb_dim)
+            nn.init.normal_(self.label_embedding.weight, std=0.02)
+        abar = make_alphas_cumprod(config.schedule, config.timesteps, config.beta_start, config.beta_end)
+        check_steps(config.sample_steps, config.timesteps)  # a bad sample_steps fails now, not at sampling
+        # derived from the config, so not saved with the weights; float32 because MPS has no float64
+        self.register_buffer("alphas_cumprod", abar.float(), persistent=False)
+
+    def build_backbone(self, config: DiffusionConfig, spec: DataSpec) -> None:
+        """The denoising network, as ``self.unet``: the image UNet (a variant for other data builds its own)."""
+        c, h, w = spec.shape
         self.unet = UNet(
             in_channels=c,
             image_size=(h, w),
@@ -122,15 +135,11 @@ class Diffusion(Family):
             attention_resolutions=tuple(config.attention_resolutions),
             dropout=config.dropout,
         )
-        self.num_classes = spec.num_classes if config.class_conditional and spec.num_classes else None
-        if self.num_classes:
-            # one extra row: the "null" label of the unconditional model
-            self.label_embedding = nn.Embedding(self.num_classes + 1, self.unet.emb_dim)
-            nn.init.normal_(self.label_embedding.weight, std=0.02)
-        abar = make_alphas_cumprod(config.schedule, config.timesteps, config.beta_start, config.beta_end)
-        check_steps(config.sample_steps, config.timesteps)  # a bad sample_steps fails now, not at sampling
-        # derived from the config, so not saved with the weights; float32 because MPS has no float64
-        self.register_buffer("alphas_cumprod", abar.float(), persistent=False)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The network ``net`` runs: (x_t, t, cond) -> a tensor shaped like x_t, with ``emb_dim`` for labels."""
+        return self.unet
 
     def setting_ranges(self) -> dict[str, Range]:
         return {"steps": Range(1, self.config.timesteps, hint="the model's timesteps")}
@@ -138,10 +147,10 @@ class Diffusion(Family):
     # ---- the network and its parametrisation --------------------------------------------------
     def net(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The raw network output (eps, v or x0, per config.prediction) for VP inputs x_t at timesteps t."""
-        if x_t.is_cuda:  # cuDNN convolutions are faster in NHWC, and the layout propagates through the net
+        if x_t.is_cuda and x_t.dim() == 4:  # cuDNN convolutions are faster in NHWC, and the layout propagates
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         cond = self.label_embedding(labels) if labels is not None else None
-        return self.unet(x_t, t, cond)
+        return self.backbone(x_t, t, cond)
 
     @property
     def null_label(self) -> int:
@@ -151,7 +160,7 @@ class Diffusion(Family):
         x0 = batch["x"]
         t, abar = self.training_levels(x0.shape[0], x0.device)
         noise = draws.randn_like(x0)
-        abar = abar.view(-1, 1, 1, 1)
+        abar = per_item(abar, x0)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         labels = None
         if self.num_classes:
@@ -195,7 +204,7 @@ class Diffusion(Family):
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             sigma = sigma.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
             t = sigma_to_timestep(sigma, abar_table)
-            abar = (1 / (1 + sigma**2)).view(-1, 1, 1, 1)
+            abar = per_item(1 / (1 + sigma**2), x)
             x_t = x.float() * abar.sqrt()  # the VP input the network was trained on
             if labels is None or guidance in (0, 1):  # one half is enough
                 out = self.net(x_t, t, self._null_for(x) if labels is None or guidance == 0 else labels)
@@ -330,8 +339,10 @@ class Diffusion(Family):
         so the generated region agrees with the known one (RePaint). Known pixels are returned exactly.
         """
         image = self._check_images(image)
-        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != image.shape[-2:] or mask.shape[0] not in (1, image.shape[0]):
-            raise ConfigError(f"mask must be shaped (1, 1, H, W) or (B, 1, H, W) for images {tuple(image.shape)}, "
+        if (mask.dim() != image.dim() or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:]
+                or mask.shape[0] not in (1, image.shape[0])):
+            dims = ", ".join(map(str, image.shape[2:]))
+            raise ConfigError(f"mask must be shaped (1, 1, {dims}) or (B, 1, {dims}) for items {tuple(image.shape)}, "
                               f"got {tuple(mask.shape)}")
         mask = (mask.to(self.device) > 0.5).float()
         sampler, eta, guidance = self._settings("inpaint", steps=steps, eta=eta, label=label, sampler=sampler,
@@ -402,7 +413,7 @@ class Diffusion(Family):
         return prior + middle + decoder
 
     def _x0_at(self, x: torch.Tensor, t: torch.Tensor, labels, generator) -> torch.Tensor:
-        abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        abar = per_item(self.alphas_cumprod[t], x)
         noise = torch.randn(x.shape, generator=generator, device=self.device)
         x_t = abar.sqrt() * x + (1 - abar).sqrt() * noise
         out = self.net(x_t, t, labels).float()
@@ -424,6 +435,11 @@ class Diffusion(Family):
 
 
 # ---- parametrisation maths (pure functions) ---------------------------------------------------
+def per_item(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) per-item values shaped to broadcast over a batch ``like`` (B, ...): images or waveforms."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 def edm_scales(abar: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor]:
     """EDM's (c_skip, c_out) at the noise level sigma = sqrt((1 - abar) / abar), for data of scale sigma_data."""
     sigma2 = (1 - abar) / abar

@@ -67,6 +67,9 @@ class Modality(abc.ABC):
     model_kind: ClassVar[str] = "generic"  # which Model class the API loads its runs with
     # data.* values new runs start from (configs made before an option keep the DataConfig default)
     data_defaults: ClassVar[dict[str, Any]] = {}
+    # model.* values new runs of a family (by name) start from on this data, over the family's own model_defaults
+    # (a VAE binarises images by default; a spectrogram must stay continuous)
+    family_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     scorer: ClassVar[Any] = None  # the evaluate-layer scorer: a class, or "module:Class"
     scores_as: ClassVar[str | None] = None  # results compare with this modality's (codes are scored as images)
     default_eval_n: ClassVar[int] = 100  # samples `genforge eval` scores
@@ -78,6 +81,11 @@ class Modality(abc.ABC):
         """The data.* values a new run starts from, for a family that accepts these ``DataSpec`` kinds: a
         modality with several representations picks the one the family trains on."""
         return dict(self.data_defaults)
+
+    def kind_of(self, cfg: DataConfig | None) -> str | None:
+        """The ``DataSpec`` kind this data has under the settings ``cfg`` (None: the defaults new runs start
+        from), known before it is prepared: ``data_kind``, unless the settings choose a representation."""
+        return self.data_kind
 
     # ---- sources ----------------------------------------------------------------------------------
     def check_path(self, source: Source) -> None:
@@ -136,8 +144,10 @@ class Modality(abc.ABC):
         """Samples -> files: ``decode``, ``write_items``, ``finish``, ``grid`` (see data/codecs.py)."""
 
     def report_audio(self, samples_dir: Path) -> bytes | None:
-        """WAV bytes the report's card of a run plays (``samples_dir``: its training grids), or None."""
-        return None
+        """WAV bytes the report's card of a run plays (``samples_dir``: its training grids), or None: by default
+        the latest grid's sound (``samples/step_*.wav``, which codecs of audio write beside their grid PNG)."""
+        clips = sorted(samples_dir.glob("step_*.wav"))
+        return clips[-1].read_bytes() if clips else None
 
     def rate(self, items_per_s: float | None) -> str:
         return "-" if items_per_s is None else f"{items_per_s:,.0f} {self.unit}/s"

@@ -29,7 +29,6 @@ import torch
 
 from genforge.config import DataConfig
 from genforge.data.cache import Entry
-from genforge.data.codecs import ImageCodec
 from genforge.data.sources import Source
 from genforge.data.tokenizers import load_tokenizer
 from genforge.data.spec import DataSpec
@@ -162,6 +161,7 @@ class CodesModality(TokenStreams):
     name = "codes"
     path_forms = {"codes": "codes:RUN (a trained vqvae run's images as code grids, for a transformer prior)"}
     scorer = "genforge.evaluate.scorers.codes:CodesScorer"
+    model_kind = "codes"  # runs load as models.CodesModel: samples are the VQ-VAE's data; an input is continued
     scores_as = "image"  # decoded samples are scored like an image run on the VQ-VAE's data
     # new priors learn each grid after its class token (where the VQ-VAE's images have labels). On mnist
     # (the README's recipe, one VQ-VAE, the prior trained 1.3 CPU minutes, images shown at T = 0.7, n =
@@ -259,14 +259,13 @@ def write_codes(tmp: Path, source: Source, progress: bool = True, class_tokens: 
 
 
 class CodesCodec:
-    """Token ids of a prior over code grids -> images, decoded through the VQ-VAE run (PNG files)."""
-
-    suffix = ".png"
+    """Token ids of a prior over code grids -> the VQ-VAE's data (images; log-mel clips), decoded through the
+    VQ-VAE run and written by that data's own codec (PNG files; WAV files with spectrograms)."""
 
     def __init__(self, tokenizer: CodeTokenizer):
         self.tokenizer = tokenizer
-        self.images = ImageCodec()
         self._vq = None
+        self._data_codec = None
 
     @property
     def vq(self):
@@ -277,6 +276,20 @@ class CodesCodec:
                                 "restore it (or retrain the prior on codes of a run that exists)")
             self._vq = open_vq_run(path).load_family("cpu")
         return self._vq
+
+    @property
+    def data_codec(self):
+        """The codec of the VQ-VAE's data (an image run's ``ImageCodec``, an audio run's ``AudioCodec``)."""
+        if self._data_codec is None:
+            from genforge.modalities.registry import run_modality
+
+            modality, data_tokenizer = run_modality(open_vq_run(Path(self.tokenizer.run)))
+            self._data_codec = modality.codec(self.vq.spec, data_tokenizer)
+        return self._data_codec
+
+    @property
+    def suffix(self) -> str:
+        return self.data_codec.suffix
 
     def decode_images(self, tokens: torch.Tensor, prompt_len: int = 1) -> torch.Tensor:
         """(n, prompt_len + row tokens) ids -> (n, C, H, W) images in [-1, 1]: the grid after the prompt and
@@ -291,21 +304,21 @@ class CodesCodec:
         codes = torch.where(codes < self.tokenizer.num_codes, codes, 0).view(-1, *self.tokenizer.grid)
         return self.vq.decode_codes(codes).float().cpu()
 
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Sampled ids (end-of-text, then one grid) -> the images users get."""
-        return self.decode_images(tokens, prompt_len=1)
+    def decode(self, tokens: torch.Tensor) -> Any:
+        """Sampled ids (end-of-text, then one grid) -> the items users get (images; clips)."""
+        return self.data_codec.decode(self.decode_images(tokens, prompt_len=1))
 
     def item_shape(self, spec: DataSpec) -> tuple[int, ...]:
-        return tuple(self.vq.spec.shape)  # the VQ-VAE's images, not the prior's token windows
+        return self.data_codec.item_shape(self.vq.spec)  # the VQ-VAE's data, not the prior's token windows
 
     def save(self, tokens: torch.Tensor, out_dir, params: dict, prompt_len: int = 1) -> list[Path]:
-        return self.images.save(self.decode_images(tokens, prompt_len), out_dir, params)
+        return self.data_codec.save(self.decode_images(tokens, prompt_len), out_dir, params)
 
-    def write_items(self, images: torch.Tensor, out_dir, params: dict, start: int = 0) -> list[Path]:
-        return self.images.write_items(images, out_dir, params, start)
+    def write_items(self, items: Any, out_dir, params: dict, start: int = 0) -> list[Path]:
+        return self.data_codec.write_items(items, out_dir, params, start)
 
-    def finish(self, images: torch.Tensor, out_dir, params: dict) -> None:
-        self.images.finish(images, out_dir, params)
+    def finish(self, items: Any, out_dir, params: dict) -> None:
+        self.data_codec.finish(items, out_dir, params)
 
     def grid(self, tokens: torch.Tensor, path, params: dict, prompt_len: int = 1) -> Path:
-        return self.images.grid(self.decode_images(tokens, prompt_len), Path(path).with_suffix(".png"), params)
+        return self.data_codec.grid(self.decode_images(tokens, prompt_len), Path(path).with_suffix(self.suffix), params)

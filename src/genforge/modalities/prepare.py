@@ -62,9 +62,11 @@ def check_applies(cfg: DataConfig, src, modality) -> None:
     for other kinds: ``--set data.numeric=quantile`` on images is a mistake, not a no-op."""
     defaults = DataConfig()
     for f in dataclasses.fields(DataConfig):
-        kind = f.metadata.get("applies_to")
-        if kind and kind not in (modality.data_kind, modality.name) and getattr(cfg, f.name) != getattr(defaults, f.name):
-            raise ConfigError(f"data.{f.name} applies to {kind} sources; '{src.canonical}' is {modality.name} data")
+        kinds = f.metadata.get("applies_to") or ()
+        kinds = (kinds,) if isinstance(kinds, str) else kinds
+        if kinds and not {modality.data_kind, modality.name} & set(kinds) and getattr(cfg, f.name) != getattr(defaults, f.name):
+            raise ConfigError(f"data.{f.name} applies to {' and '.join(kinds)} sources; '{src.canonical}' is "
+                              f"{modality.name} data")
 
 
 def check_config(cfg: DataConfig) -> None:

@@ -24,6 +24,7 @@ MODALITIES: dict[str, Any] = {  # name -> "module:Class" (imported on first use)
     "codes": "genforge.modalities.codes:CodesModality",
     "table": "genforge.modalities.table:TableModality",
     "music": "genforge.modalities.music:MusicModality",
+    "audio": "genforge.modalities.audio:AudioModality",
 }
 _instances: dict[str, Modality] = {}
 
@@ -79,6 +80,13 @@ def data_defaults(source: str, accepts: tuple[str, ...] = ()) -> dict:
     (``parse_source`` does that when it is prepared)."""
     match = _named(source.strip()) if isinstance(source, str) else None
     return {} if match is None else match[0].defaults_for(tuple(accepts))
+
+
+def model_defaults(source: str, family: str) -> dict:
+    """The model.* values new runs of ``family`` on ``source`` start from besides the family's own (its modality's
+    ``family_defaults``), read from the source's name alone."""
+    match = _named(source.strip()) if isinstance(source, str) else None
+    return {} if match is None else dict(match[0].family_defaults.get(family, {}))
 
 
 def parse_source(source: str) -> tuple[Source, Modality]:

@@ -72,7 +72,9 @@ class ImageScorer:
         return metrics, {"items_per_s": n / max(seconds, 1e-9), "unit": "img"}, []
 
     def likelihood(self, family) -> dict:
-        if "likelihood" not in family.capabilities:
+        """The family's bound on held-out images, when it models these images itself (a prior over VQ-VAE codes
+        models tokens: its own likelihood is scored apart)."""
+        if "likelihood" not in family.capabilities or family.spec.kind != "image":
             return {}
         prepared = self.evaluator.prepared
         val = prepared.val if len(prepared.val) else prepared.train
