@@ -25,6 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash tests/ensure_chromium.sh  # the browser test needs Debian's chromium: installed when missing
 	bash tests/ensure_fluidsynth.sh  # music's audio test renders with Debian's fluidsynth and fluid-soundfont-gm
+	bash tests/ensure_espeak.sh  # the built-in spoken-digits set is spoken by Debian's espeak-ng
 	$(BIN)/python -m pytest -q $(PARALLEL)
 
 test-fast: $(STAMP)

@@ -16,7 +16,7 @@ from genforge.errors import ConfigError, DataError
 SR = 16000
 FMT = MelFormat(SR, SR)  # one second at 16 kHz: hop 250, n_fft 1024, 64 frames x 64 bands
 pytestmark = pytest.mark.usefixtures("one_thread")  # clips of a second: a second thread only waits on a busy machine
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
+DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.gpu)] if torch.cuda.is_available() else []) + (
     ["mps"] if torch.backends.mps.is_available() else [])
 
 
@@ -123,9 +123,8 @@ def test_sine_lights_the_band_nearest_its_frequency(sr, n_mels):
        batch=st.integers(1, 3), amplitude=st.floats(0.0, 1.0), kind=st.sampled_from(["noise", "sine", "clicks"]),
        channel=st.booleans(), seed=st.integers(0, 2**16))
 def test_to_image_range_and_shape(sr, n_mels, extra, batch, amplitude, kind, channel, seed):
-    hop = sr // 64
-    n_fft = 1 << (4 * hop - 1).bit_length()
-    fmt = MelFormat(sr, max(n_fft, 8 * hop) + extra, n_mels=n_mels)
+    grid = MelFormat(sr, 10**6, n_mels=n_mels)  # for its hop and n_fft: the shortest clip allowed is the larger
+    fmt = MelFormat(sr, max(grid.n_fft, 8 * grid.hop) + extra, n_mels=n_mels)
     g = torch.Generator().manual_seed(seed)
     n = fmt.clip_samples
     if kind == "noise":
@@ -221,6 +220,15 @@ def test_runs_on_the_inputs_device(device):
     assert y.device.type == device and y.dtype == torch.float32
 
 
+def test_float32_under_autocast():
+    """Inside a mixed-precision training step the maths stays float32 (-80 dB underflows in half precision)."""
+    x = torch.stack([chirp(), harmonics()])
+    image, magnitude = FMT.to_image(x), FMT.magnitude(FMT.to_image(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(FMT.to_image(x), image)
+        assert torch.equal(FMT.magnitude(image), magnitude)
+
+
 # ---- checks and saving ---------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, words", [
     (dict(sample_rate=0, clip_samples=16000), "sample_rate"),
@@ -267,6 +275,7 @@ def test_dict_round_trip():
     assert d["type"] == "melformat"
     assert MelFormat.from_dict(d) == fmt
     assert MelFormat.from_dict(FMT.to_dict()) == FMT
+    assert json.dumps(MelFormat(np.int64(16000), np.int32(16000), min_db=np.float32(-80)).to_dict())  # plain numbers
     with pytest.raises(ConfigError, match="mel format"):
         MelFormat.from_dict({**d, "type": "pianoroll"})
     with pytest.raises(ConfigError, match="hop"):

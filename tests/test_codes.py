@@ -117,7 +117,7 @@ def test_codes_errors_are_one_line(vq, prior, tmp_path):
         (["train", "--family", "transformer", "--data", f"codes:{tmp_path}", "--out", tmp_path / "b"], "not a trained run"),
         (["train", "--family", "transformer", "--data", f"codes:{vq}", "--out", tmp_path / "c", "--set", "data.block_size=8"],
          "block_size must be at least 18"),
-        (["sample", prior, "--prompt", "1 2"], "--prompt and --stop do not apply"),
+        (["sample", prior, "--prompt", "1 2"], "--prompt takes text and applies to text runs"),
     ]
     for args, expected in cases:
         assert expected in one_error_line(run_main(*args)), args
@@ -128,7 +128,7 @@ def test_a_prior_is_its_own_modality_and_is_scored_as_the_images_it_makes(prior,
     import shutil
 
     model = genforge.load(prior, device="cpu")
-    assert model.spec.modality == "codes" and set(model.capabilities) == {"sample", "likelihood"}
+    assert model.spec.modality == "codes" and set(model.capabilities) == {"sample", "likelihood", "continue"}
     result = genforge.evaluate(prior, n=20, features="random", reference=True, progress=False, device="cpu",
                                save=False)
     # decoded through the VQ-VAE and scored against its training images, like an image run on digits

@@ -126,7 +126,7 @@ def test_list_sources():
     prepare("digits", progress=False)
     sources = {s["name"]: s for s in list_sources()}
     assert set(sources) == {"digits", "mnist", "pycode", "breast_cancer", "wine", "randhie", "heart", "grunfeld",
-                            "macrodata", "bach"}
+                            "macrodata", "bach", "spoken-digits"}
     assert sources["digits"]["cached"] is True and sources["pycode"]["modality"] == "text"
     assert sources["bach"]["modality"] == "music"
     assert all(s["description"] for s in sources.values())

@@ -175,12 +175,18 @@ def sample(
                                "a General MIDI SoundFont when installed, else a built-in additive synthesiser)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
-    """Generate samples from a trained run; one file per sample, plus grid.png for images.
+    """Generate samples from a trained run; one file per sample (PNG, TXT, CSV, MID, WAV), plus grid.png.
 
     One text sample (-n 1) is printed while it is generated; more are printed once all are done."""
     from genforge.api import load
 
     model = load(run, device=device)
+    if prompt is not None and model.prompt_is_file:
+        from genforge.errors import ConfigError
+
+        raise ConfigError(f"--prompt takes text and applies to text runs; {run} continues a file it reads "
+                          f"({'--prompt-file FILE, or ' if model.spec.modality == 'music' else ''}"
+                          "genforge refine RUN --input FILE)")
     if prompt_file is not None:
         from genforge.errors import ConfigError
 
@@ -229,8 +235,8 @@ def sample(
 @app.command()
 def refine(
     run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Image runs: the image to refine (resized to the run's shape). Music runs: the piece (MIDI/MusicXML) to continue (transformer) or whose first four bars to refine (piano-roll runs)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", "-m", help="Image runs: inpaint where this image is white; black pixels are kept. Music diffusion runs: the bars to regenerate, e.g. 2 or 2-3."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Image runs: the image to refine (resized to the run's shape). Music runs: the piece (MIDI/MusicXML) to continue (transformer) or whose first four bars to refine (piano-roll runs). Audio runs: the clip (WAV, FLAC, OGG, ...) to refine or continue."),
+    mask: Optional[Path] = typer.Option(None, "--mask", "-m", help="Image runs: inpaint where this image is white; black pixels are kept. Music diffusion runs: the bars to regenerate, e.g. 2 or 2-3. Audio runs: the span of time to regenerate in seconds, e.g. 0.25-0.5, or 0.5- to the end (a prior over VQ-VAE codes continues from its start)."),
     strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Image runs: how far results move from the input, 0 (keep it) to 1 (ignore it): diffusion img2img, GAN/VAE variations (default 0.3)."),
     n: int = typer.Option(4, "-n", "--num", help="Image runs: how many variations."),
     towards: Optional[Path] = typer.Option(None, "--towards", help="GAN/VAE: a second image (or piece, for music); writes -n results walking from --input to it in latent space."),

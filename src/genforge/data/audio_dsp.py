@@ -136,9 +136,10 @@ class MelFormat:
     def mel_db(self, wave: torch.Tensor) -> torch.Tensor:
         """(..., clip_samples) float in [-1, 1] -> mel power in dB (..., frames, n_mels), -100 dB for silence."""
         filters = _basis(self.sample_rate, self.n_fft, self.n_mels, wave.device).filters
-        power = self.spectrogram(wave).square()
-        mel = torch.matmul(filters, power).transpose(-1, -2)
-        return 10 * torch.log10(mel.clamp_min(POWER_FLOOR))
+        with _float32(wave.device):
+            power = self.spectrogram(wave).square()
+            mel = torch.matmul(filters, power).transpose(-1, -2)
+            return 10 * torch.log10(mel.clamp_min(POWER_FLOOR))
 
     def to_image(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, clip_samples) or (B, 1, clip_samples) -> (B, 1, frames, n_mels) in [-1, 1]: min_db..max_db, clipped."""
@@ -165,12 +166,13 @@ class MelFormat:
         db = self.min_db + (image[:, 0] + 1) / 2 * (self.max_db - self.min_db)
         # black is silence, not a hiss at min_db: what the image clipped there was at most that loud
         mel = torch.where(image[:, 0] > -1, torch.pow(10.0, db / 10), 0.0).transpose(1, 2)  # (B, n_mels, frames)
-        power = torch.matmul(basis.interpolate, mel)
-        for _ in range(MEL_INVERSE_STEPS):
-            # the floor only guards 0 / 0: a band is empty here only where the image calls it silent
-            ratio = mel / torch.matmul(basis.filters, power).clamp_min(POWER_FLOOR * 1e-3)
-            power = power * torch.matmul(basis.filters_t, ratio) / basis.coverage
-        return power.sqrt()
+        with _float32(image.device):
+            power = torch.matmul(basis.interpolate, mel)
+            for _ in range(MEL_INVERSE_STEPS):
+                # the floor only guards 0 / 0: a band is empty here only where the image calls it silent
+                ratio = mel / torch.matmul(basis.filters, power).clamp_min(POWER_FLOOR * 1e-3)
+                power = power * torch.matmul(basis.filters_t, ratio) / basis.coverage
+            return power.sqrt()
 
     def griffin_lim(self, image: torch.Tensor, iters: int = 32, momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
         """(B, 1, frames, n_mels) in [-1, 1] (or uint8) -> clips (B, clip_samples) in [-1, 1]."""
@@ -297,6 +299,11 @@ def _mel_edges(sample_rate: int, n_mels: int, fmin: float, fmax: float | None) -
     return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
 
 
+def _float32(device: torch.device):
+    # under autocast the filterbank products would run in half precision, where -80 dB (1e-8) underflows
+    return torch.autocast(device.type, enabled=False)
+
+
 @dataclass(frozen=True)
 class _Basis:
     window: torch.Tensor  # (n_fft,) periodic Hann
@@ -309,8 +316,9 @@ class _Basis:
 @functools.lru_cache(maxsize=32)
 def _basis(sample_rate: int, n_fft: int, n_mels: int, device: torch.device) -> _Basis:
     filters = mel_filterbank(sample_rate, n_fft, n_mels)
-    # the triangles at height 1 sum to 1 at every bin between the outer centres: normalised by bin, their
-    # transpose interpolates linearly between band centres (and holds the outer bands' values beyond them)
+    # triangles of height 1 sum to 1 at every bin between the outer centres, so their transpose (normalised
+    # per bin, as sampling leaves them a little short) interpolates linearly between band centres, and holds
+    # the outer bands' values beyond them
     peaks = filters / filters.amax(dim=1, keepdim=True)
     interpolate = peaks.T / peaks.T.sum(dim=1, keepdim=True).clamp_min(1e-12)
     coverage = filters.sum(dim=0).clamp_min(1e-12).unsqueeze(1)

@@ -30,9 +30,10 @@ from tqdm.auto import tqdm
 from genforge.errors import ConfigError, DataError
 from genforge.io import atomic_write_bytes
 
-# what libsndfile reads (soundfile >= 0.12 ships libsndfile >= 1.1, which decodes MP3 too)
-AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc",
-                            ".au", ".snd", ".caf", ".w64", ".rf64"})
+# what libsndfile reads (soundfile >= 0.12 ships libsndfile >= 1.1, which decodes MP3 too); a tuple, so that
+# messages listing them read the same every time
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64",
+                  ".wave", ".oga", ".opus")
 FORMATS_HINT = "WAV, FLAC, OGG, MP3, AIFF or another format libsndfile reads"
 SAMPLE_RATES = (1000, 384_000)  # the sample rates a clip may be asked for, in Hz
 MAX_SOURCE_RATE = 768_000  # the highest sample rate a file may have (the highest in use is 768 kHz)
@@ -271,8 +272,8 @@ def load_folder(root: str | os.PathLike, sample_rate: int, clip_samples: int, pr
     if not files:
         if root.is_file():
             raise DataError(f"{where} is not an audio file (suffix {root.suffix or 'none'}); expected "
-                            f"{', '.join(sorted(AUDIO_SUFFIXES))}")
-        raise DataError(f"{where} has no audio files; expected files libsndfile reads ({', '.join(sorted(AUDIO_SUFFIXES))}), "
+                            f"{', '.join(AUDIO_SUFFIXES)}")
+        raise DataError(f"{where} has no audio files; expected files libsndfile reads ({', '.join(AUDIO_SUFFIXES)}), "
                         "optionally in one sub-folder per class")
     if limit is not None:
         files = files[:limit]

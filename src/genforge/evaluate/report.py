@@ -220,7 +220,7 @@ def _card(r: ReportRun) -> str:
         body = f'<figure>{_img(r.grid_png, "grid", f"samples: {r.name}")}</figure>'
         if r.audio_wav:
             body += (f'<figure><audio controls preload="none" src="{_data_uri(r.audio_wav, "audio/wav")}"></audio>'
-                     f'<figcaption>listen: the first sample</figcaption></figure>')
+                     f'<figcaption>listen: the latest training samples</figcaption></figure>')
     elif r.text_samples:
         parts = []
         for t in r.text_samples[:TEXT_SAMPLES_SHOWN]:
