@@ -16,7 +16,7 @@ from clitools import invoke, one_error_line, run_main
 
 import genforge
 from genforge.config import DataConfig
-from genforge.errors import ConfigError, DataError
+from genforge.errors import ConfigError
 from genforge.modalities import prepare
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,6 +102,25 @@ def test_wav_folder_labels_from_subfolders_and_a_single_file(tmp_path):
     one = f"wav:{tmp_path / 'low' / '0.wav'}"
     single = prepare(one, DataConfig(source=one, sample_rate=RATE, clip_seconds=SECONDS), progress=False)
     assert (len(single.train), len(single.val), single.spec.num_classes) == (1, 0, None)
+
+
+def test_a_folder_of_bad_files_keeps_the_good_ones_and_names_the_rest(tmp_path):
+    folder = tmp_path / "clips"
+    tone(folder / "good.wav", 440)
+    tone(folder / "eight-channels.wav", 330, channels=8)
+    tone(folder / "hi-res.wav", 550, rate=192_000)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
+    (folder / "empty.wav").write_bytes(b"")
+    soundfile.write(str(folder / "no-frames.wav"), np.zeros((0, 1)), RATE)
+    soundfile.write(str(folder / "silent.wav"), np.zeros(RATE), RATE)
+    source = f"wav:{folder}"
+    with pytest.warns(UserWarning) as caught:
+        prepared = prepare(source, DataConfig(source=source, sample_rate=RATE, clip_seconds=SECONDS), progress=False)
+    assert len(prepared.train) + len(prepared.val) == 3
+    said = " ".join(str(w.message) for w in caught)
+    for name in ("corrupt.wav", "empty.wav", "no-frames.wav", "silent.wav"):
+        assert name in said
+    assert "from 8 channels" in said and "from 192000 Hz" in said
 
 
 def test_bad_sources_and_settings_are_one_line_errors(tmp_path):

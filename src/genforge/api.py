@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from genforge.config import (TRAIN_CHOICES, TRAIN_RANGES, DataConfig, RunConfig, apply_overrides, check_choices, check_ranges,
-                             check_types)
+from genforge.config import (TRAIN_CHOICES, TRAIN_RANGES, DataConfig, RunConfig, apply_overrides, check_choices,
+                             check_ranges, check_types)
 from genforge.errors import ConfigError, RunError
 from genforge.families import get_family
 from genforge.models import MODELS, ImageModel, Model, TextModel

@@ -79,6 +79,9 @@ class MusicModality(TokenStreams):
         """Event tokens for a family of token streams, piano-roll images for the others."""
         return {**self.data_defaults, "representation": "events" if "tokens" in accepts or not accepts else "pianoroll"}
 
+    def kind_of(self, cfg: DataConfig | None) -> str | None:
+        return "image" if cfg is not None and cfg.representation == "pianoroll" else "tokens"
+
     # ---- sources ----------------------------------------------------------------------------------
     def check_path(self, source: Source) -> None:
         if not music_files(source.path):
