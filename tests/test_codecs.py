@@ -124,5 +124,5 @@ def test_each_modality_picks_its_codec():
     assert isinstance(get_modality("text").codec(text, tok), TextCodec)
     with pytest.raises(DataError, match="tokenizer"):
         get_modality("text").codec(text, None)
-    with pytest.raises(DataError, match="unknown modality 'audio'; known: image, text, codes"):
-        get_modality("audio")
+    with pytest.raises(DataError, match="unknown modality 'video'; known: image, text, codes"):
+        get_modality("video")
