@@ -197,9 +197,9 @@ def test_waveform_diffusion_learns_one_vowel_and_its_samples_sound_like_it(tmp_p
 def test_a_prior_over_vq_codes_redraws_the_vowel_code_for_code(one_vowel, tmp_path):
     """The VQ-VAE learns the vowel's log-mel image as an 8 x 16 grid of codes (12 or more of its 16 in use),
     reconstructed within 6 dB (train.seed 0..3: 3.92 3.89 2.97 4.94 dB; untrained 16.9); the transformer, trained
-    on the grids, draws that grid exactly at temperature 0 (seeds 0..3 after 60 steps; untrained, 2% of the
+    on the grids, draws that grid exactly at temperature 0 (seeds 0..3 after 60 steps; one step, 12% of the
     codes), and mostly at temperature 1 (mean share of the grid's codes drawn right, 8 samples: 0.81 0.85 0.89
-    0.86; untrained 0.07). Its training windows start at the grids' end-of-text tokens (data.doc_starts=1), as
+    0.86; one step 0.05). Its training windows start at the grids' end-of-text tokens (data.doc_starts=1), as
     its samples do, with learned positions: from windows at random offsets, where copies of the one grid follow
     each other, a 2-layer prior learnt to continue the copy before it (loss 0.08 at 150 steps) but not to start
     one (8% of the codes right at temperature 0)."""
