@@ -243,13 +243,9 @@ def audio_files(root: str | os.PathLike) -> list[Path]:
     root = Path(root)
     if root.is_file():
         return [root] if root.suffix.lower() in AUDIO_SUFFIXES else []
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES:
-                found.append(Path(dirpath) / name)
-    return found
+    from genforge.data.sources import files_under
+
+    return files_under(root, AUDIO_SUFFIXES)
 
 
 def load_folder(root: str | os.PathLike, sample_rate: int, clip_samples: int, progress: bool = True,

@@ -76,14 +76,9 @@ def image_extensions() -> set[str]:
 
 def image_files(root: Path) -> list[Path]:
     """Files under ``root`` whose extension Pillow knows, sorted, skipping hidden files and folders."""
-    exts = image_extensions()
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in exts:
-                found.append(Path(dirpath) / name)
-    return found
+    from genforge.data.sources import files_under
+
+    return files_under(root, image_extensions())
 
 
 def load_folder(root: Path, image_size: int | None, channels: int | None, progress: bool = True) -> ImageData:

@@ -3,6 +3,7 @@ how each is read belongs to the modalities (``genforge.modalities``); this is th
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,3 +26,15 @@ class Source:
         if self.path is None:
             return self.kind
         return f"{self.kind}-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.name).strip("._") or "root")
+
+
+def files_under(root: Path, suffixes) -> list[Path]:
+    """Files under ``root`` whose lower-case suffix is one of ``suffixes``: a folder's files sorted, then its
+    sub-folders in sorted order; hidden files and folders skipped."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in suffixes:
+                found.append(Path(dirpath) / name)
+    return found
