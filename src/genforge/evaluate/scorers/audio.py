@@ -32,7 +32,7 @@ class AudioScorer(ImageScorer):
         self.random = None
         if self.extractor.name != "random":
             self.random = get_extractor("random", mels, seed=0, device=evaluator.device, progress=evaluator.progress)
-        self._random_reference: np.ndarray | None = None
+        self._random_reference: tuple[np.ndarray, float] | None = None
         self._real_db: np.ndarray | None = None
 
     def extractor_info(self) -> dict:
@@ -66,15 +66,19 @@ class AudioScorer(ImageScorer):
         if isinstance(self.extractor.net, Classifier):
             with torch.no_grad():
                 metrics["classifier_score"] = classifier_score(self.extractor.net.head(raw.to(self.extractor.device)).cpu())
-        if self.random is not None:
-            metrics["fd_random"] = frechet_distance(self.random_reference(), self.random(images).numpy())
+        if self.random is not None:  # on the reference's scale, as the first view's features are
+            reference, scale = self.random_reference()
+            metrics["fd_random"] = frechet_distance(reference, self.random(images).numpy() * scale)
         metrics.update(mel_statistics(self.real_db(), self.to_db(images)))
         metrics["silent"] = silent_share(clips)
         return metrics
 
-    def random_reference(self) -> np.ndarray:
+    def random_reference(self) -> tuple[np.ndarray, float]:
+        """The random network's features of the training mels scaled to unit mean variance, and that scale."""
         if self._random_reference is None:
-            self._random_reference = self.random(self.images.train.get(slice(None))["x"]).numpy()
+            features = self.random(self.images.train.get(slice(None))["x"])
+            scale = float(features.var(dim=0).mean().clamp_min(1e-12).rsqrt())
+            self._random_reference = (features.numpy() * scale, scale)
         return self._random_reference
 
     def real_db(self) -> np.ndarray:
