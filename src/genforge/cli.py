@@ -185,8 +185,7 @@ def sample(
         from genforge.errors import ConfigError
 
         raise ConfigError(f"--prompt takes text and applies to text runs; {run} continues a file it reads "
-                          f"({'--prompt-file FILE, or ' if model.spec.modality == 'music' else ''}"
-                          "genforge refine RUN --input FILE)")
+                          "(genforge refine RUN --input FILE)")
     if prompt_file is not None:
         from genforge.errors import ConfigError
 

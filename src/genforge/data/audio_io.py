@@ -305,20 +305,14 @@ def load_folder(root: str | os.PathLike, sample_rate: int, clip_samples: int, pr
     if summary:
         warnings.warn(f"{where}: {', '.join(summary)}", stacklevel=2)
 
-    # labels only when every clip sits in a sub-folder and there are at least two of them (as images.load_folder)
-    parts = [rel.split("/") for rel in kept]
-    labels, class_names = None, []
-    in_root = sum(len(p) < 2 for p in parts)
-    if in_root and in_root < len(parts):
+    from genforge.data.sources import folder_labels
+
+    # labels only when every clip sits in a sub-folder and there are at least two of them (as for images)
+    in_root = sum("/" not in rel for rel in kept)
+    if in_root and in_root < len(kept):
         warnings.warn(f"{where}: {in_root} audio file(s) sit directly in the folder beside class sub-folders, so the "
                       "set has no labels; move them into a sub-folder to train with labels", stacklevel=2)
-    elif not in_root:
-        class_names = sorted({p[0] for p in parts})
-        if len(class_names) >= 2:
-            index = {name: i for i, name in enumerate(class_names)}
-            labels = np.array([index[p[0]] for p in parts], dtype=np.int64)
-        else:
-            class_names = []
+    labels, class_names = folder_labels(kept)
     return AudioData(waves[:len(kept)].copy() if len(kept) < len(files) else waves, labels, class_names,
                      [f"{name} ({why})" for name, why in failures], summary)
 

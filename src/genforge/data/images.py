@@ -118,16 +118,9 @@ def load_folder(root: Path, image_size: int | None, channels: int | None, progre
     mode = "L" if channels == 1 else "RGB"
     images = np.stack([to_array(img.convert(mode)) for _, img, _ in decoded])
 
-    # labels only when every image sits in a sub-folder and there are at least two of them
-    parts = [rel.split("/") for rel, _, _ in decoded]
-    labels, class_names = None, []
-    if all(len(p) >= 2 for p in parts):
-        class_names = sorted({p[0] for p in parts})
-        if len(class_names) >= 2:
-            index = {name: i for i, name in enumerate(class_names)}
-            labels = np.array([index[p[0]] for p in parts], dtype=np.int64)
-        else:
-            class_names = []
+    from genforge.data.sources import folder_labels
+
+    labels, class_names = folder_labels([rel for rel, _, _ in decoded])
     return ImageData(images, labels, class_names, [name for name, _ in failures])
 
 

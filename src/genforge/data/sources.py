@@ -38,3 +38,18 @@ def files_under(root: Path, suffixes) -> list[Path]:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in suffixes:
                 found.append(Path(dirpath) / name)
     return found
+
+
+def folder_labels(relative: list[str]):
+    """Labels from the first-level sub-folder of each file ("cat/1.png"): (int64 labels, sorted class names)
+    when every file sits in a sub-folder and there are at least two of them, else (None, [])."""
+    import numpy as np
+
+    parts = [rel.split("/") for rel in relative]
+    if not parts or not all(len(p) >= 2 for p in parts):
+        return None, []
+    class_names = sorted({p[0] for p in parts})
+    if len(class_names) < 2:
+        return None, []
+    index = {name: i for i, name in enumerate(class_names)}
+    return np.array([index[p[0]] for p in parts], dtype=np.int64), class_names
