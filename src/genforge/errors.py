@@ -23,3 +23,7 @@ class TrainingDiverged(GenforgeError):
 
 class StorageError(GenforgeError):
     """A file or folder cannot be written: a full disk, a read-only mount, no permission, a file in the way."""
+
+
+class ExportError(GenforgeError):
+    """A run cannot be exported to (or a folder imported from) another tool's format, or that tool is missing."""

@@ -49,6 +49,9 @@ class Family(nn.Module, abc.ABC):
     fsdp_units: ClassVar[tuple[str, ...]] = ()
     # what it can do, each with its settings dataclass (see capabilities.py); the API dispatches on this
     capabilities: ClassVar[dict[str, type[Settings]]] = declare(sample=Plain)
+    # the formats `genforge export` writes this family in (genforge.export.registry.FORMATS), each exact: "hf" a
+    # Hugging Face folder, "onnx" the networks its sampler runs (``sampling_nets``)
+    exports: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def settings(cls, capability: str, values: dict[str, Any]) -> Settings:

@@ -67,6 +67,10 @@ class DiffusionConfig:
     blocks_per_level: int = 1
     attention_resolutions: list[int] = field(default_factory=lambda: [7])
     dropout: float = 0.0
+    # GroupNorm groups: 0 each width its own count (runs made before the option), -1 one count for the whole net
+    # (the narrowest width's), N > 0 N groups everywhere. diffusers' UNet2DModel takes one count, so only a
+    # run with one count exports to diffusers (genforge export --format hf).
+    norm_groups: int = 0
     # noise schedule
     timesteps: int = 1000
     schedule: str = "linear"  # linear | cosine
@@ -103,6 +107,7 @@ class Diffusion(Family):
     checkpointed_nets = ("unet",)
     train_defaults: ClassVar[dict[str, Any]] = {"lr": 2e-3, "batch_size": 16, "ema_decay": 0.995, "warmup_steps": 100}
     capabilities = declare(sample=DiffusionSampling, img2img=Img2Img, inpaint=Inpaint, likelihood=Likelihood)
+    exports = ("hf", "onnx")
     # New runs condition on labels when the data has them and train EDM's way (older runs keep the dataclass
     # defaults): at 700 steps on mnist, FD 15.7 against 19.1 for DDPM's eps and uniform timesteps, and 10
     # DPM-Solver++ steps at 18.4 against 50.2 (benchmarks/diffusion_recipe.py)
@@ -134,6 +139,7 @@ class Diffusion(Family):
             blocks_per_level=config.blocks_per_level,
             attention_resolutions=tuple(config.attention_resolutions),
             dropout=config.dropout,
+            norm_groups=config.norm_groups,
         )
 
     @property

@@ -112,6 +112,7 @@ class GAN(Family):
     Config = GANConfig
     accepts = ("image",)
     capabilities = declare(sample=GanSampling, encode=Inversion, interpolate=Interpolation, variations=Variations)
+    exports = ("onnx",)
     # measured on 28x28 MNIST in a ~2 minute CPU budget (~3,000 steps): DCGAN's 2e-4 at batch 64 gives
     # blotchy digits there; small batches at 5e-4 reach clean ones (the cosine decay brings lr down late)
     train_defaults = {

@@ -64,6 +64,7 @@ class Transformer(Family):
     fsdp_units = ("net.blocks", "net")
     capabilities = declare(sample=TextSampling, stream=TextSampling, likelihood=Plain, infill=TextDecoding,
                            **{"continue": TextDecoding})
+    exports = ("hf", "onnx")
     # What a new run's config.model starts from (as train_defaults does for config.train), recorded in its
     # config.yaml. On 400 KB of stdlib source, 150 steps at the default size, one CPU thread, these reached
     # a validation loss of 1.53 and 1.54 (two seeds) where learned/layernorm/gelu reached 2.01 and 2.04, at

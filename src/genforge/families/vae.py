@@ -107,6 +107,7 @@ class VAE(Family):
     model_defaults: ClassVar[dict[str, Any]] = {"binarize": True, "decoder_temperature": DECODER_TEMPERATURE_DEFAULT}
     capabilities = declare(sample=Labelled, likelihood=Likelihood, encode=Inversion, interpolate=Interpolation,
                            variations=Variations, attribute=Attribute)
+    exports = ("onnx",)
     train_defaults = {
         "lr": 2e-3,
         "batch_size": 64,

@@ -127,6 +127,7 @@ class VQVAE(Family):
     Config = VQVAEConfig
     accepts = ("image",)
     capabilities = declare(sample=Plain, encode=Plain)
+    exports = ("onnx",)
     model_defaults: ClassVar[dict[str, Any]] = {"decoder_temperature": DECODER_TEMPERATURE_DEFAULT}
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-3,

@@ -40,6 +40,7 @@ class WaveDiffusion(Diffusion):
     Config = WaveDiffusionConfig
     checkpointed_nets = ("wavenet",)
     capabilities = declare(sample=DiffusionSampling, img2img=Img2Img, inpaint=Inpaint)
+    exports = ("onnx",)
 
     def build_backbone(self, config: WaveDiffusionConfig, spec: DataSpec) -> None:
         check_ranges(config, {"residual_channels": Range(1), "residual_layers": Range(1), "dilation_cycle": Range(1)},

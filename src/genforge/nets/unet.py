@@ -25,12 +25,23 @@ from genforge.errors import ConfigError
 from genforge.nets.embeddings import TimestepEmbedding
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    # up to 32 groups but at least 4 channels per group: 1-channel groups (instance norm) hurt small nets
+def group_norm(channels: int, groups: int = 0) -> nn.GroupNorm:
+    """GroupNorm over ``channels`` with ``groups`` groups; 0 picks them for the width: up to 32 groups but at
+    least 4 channels per group (1-channel groups, instance norm, hurt small nets)."""
+    return nn.GroupNorm(groups or width_groups(channels), channels)
+
+
+def width_groups(channels: int) -> int:
     groups = math.gcd(channels, 32)
     while groups > 1 and channels // groups < 4:
         groups //= 2
-    return nn.GroupNorm(groups, channels)
+    return groups
+
+
+def shared_groups(norm_groups: int, base_channels: int) -> int:
+    """The group count every norm of a UNet uses: ``norm_groups`` when positive, the narrowest width's
+    choice (which divides every wider one) for -1, and 0 (each width its own choice) for 0."""
+    return width_groups(base_channels) if norm_groups == -1 else norm_groups
 
 
 def zero_init(module: nn.Module) -> nn.Module:
@@ -41,12 +52,12 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int = 0):
         super().__init__()
-        self.norm1 = group_norm(in_ch)
+        self.norm1 = group_norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, out_ch)
-        self.norm2 = group_norm(out_ch)
+        self.norm2 = group_norm(out_ch, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -59,10 +70,10 @@ class ResBlock(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, channels: int, head_channels: int = 32):
+    def __init__(self, channels: int, head_channels: int = 32, groups: int = 0):
         super().__init__()
         self.heads = channels // head_channels if channels % head_channels == 0 else 1
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero_init(nn.Conv2d(channels, channels, 1))
 
@@ -113,6 +124,9 @@ class UNet(nn.Module):
     channel_mults: one entry per resolution level; level i has base_channels * channel_mults[i] channels.
     attention_resolutions: feature-map sizes (the smaller side, in pixels) that get self-attention;
       the middle of the network always has it.
+    norm_groups: 0 lets each GroupNorm pick its groups for its width; N > 0 gives every norm N groups, and -1
+      the narrowest width's choice (diffusers' UNet2DModel takes one count for the whole net, so a UNet
+      exports to it exactly only with one count).
     forward(x, t, cond): t is (B,) timesteps (int or float); cond, if given, is a (B, emb_dim) embedding
       (e.g. of a class label) added to the timestep embedding.
     """
@@ -127,9 +141,11 @@ class UNet(nn.Module):
         attention_resolutions: tuple[int, ...] = (7,),
         dropout: float = 0.0,
         out_channels: int | None = None,
+        norm_groups: int = 0,
     ):
         super().__init__()
-        check_unet_config(image_size, base_channels, channel_mults, blocks_per_level, dropout)
+        check_unet_config(image_size, base_channels, channel_mults, blocks_per_level, dropout, norm_groups)
+        g = self.norm_groups = shared_groups(norm_groups, base_channels)
         self.emb_dim = 4 * base_channels
         self.time_embed = TimestepEmbedding(base_channels, self.emb_dim)
         self.stem = nn.Conv2d(in_channels, base_channels, 3, padding=1)
@@ -140,10 +156,10 @@ class UNet(nn.Module):
         ch, res = base_channels, min(image_size)
         for level, mult in enumerate(channel_mults):
             for _ in range(blocks_per_level):
-                layers: list[nn.Module] = [ResBlock(ch, base_channels * mult, self.emb_dim, dropout)]
+                layers: list[nn.Module] = [ResBlock(ch, base_channels * mult, self.emb_dim, dropout, g)]
                 ch = base_channels * mult
                 if res in attention_resolutions:
-                    layers.append(SelfAttention(ch))
+                    layers.append(SelfAttention(ch, groups=g))
                 self.down.append(EmbedSequential(*layers))
                 skip_channels.append(ch)
             if level != len(channel_mults) - 1:
@@ -152,23 +168,24 @@ class UNet(nn.Module):
                 res //= 2
 
         self.middle = EmbedSequential(
-            ResBlock(ch, ch, self.emb_dim, dropout), SelfAttention(ch), ResBlock(ch, ch, self.emb_dim, dropout)
+            ResBlock(ch, ch, self.emb_dim, dropout, g), SelfAttention(ch, groups=g),
+            ResBlock(ch, ch, self.emb_dim, dropout, g)
         )
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for i in range(blocks_per_level + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), base_channels * mult, self.emb_dim, dropout)]
+                layers = [ResBlock(ch + skip_channels.pop(), base_channels * mult, self.emb_dim, dropout, g)]
                 ch = base_channels * mult
                 if res in attention_resolutions:
-                    layers.append(SelfAttention(ch))
+                    layers.append(SelfAttention(ch, groups=g))
                 if level != 0 and i == blocks_per_level:
                     layers.append(Upsample(ch))
                     res *= 2
                 self.up.append(EmbedSequential(*layers))
 
         self.out = nn.Sequential(
-            group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, out_channels or in_channels, 3, padding=1))
+            group_norm(ch, g), nn.SiLU(), zero_init(nn.Conv2d(ch, out_channels or in_channels, 3, padding=1))
         )
 
     checkpointing = False  # activation checkpointing: each level's activations are recomputed in backward
@@ -208,6 +225,7 @@ def check_unet_config(
     channel_mults: tuple[int, ...],
     blocks_per_level: int,
     dropout: float,
+    norm_groups: int = 0,
 ) -> None:
     """Raise ConfigError, naming the value and what is expected, for a UNet that cannot be built."""
     if base_channels < 1:
@@ -218,6 +236,9 @@ def check_unet_config(
         raise ConfigError(f"blocks_per_level must be at least 1, got {blocks_per_level}")
     if not 0 <= dropout < 1:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+    if norm_groups < -1 or (norm_groups > 0 and base_channels % norm_groups):
+        raise ConfigError(f"norm_groups must be 0 (each width its own), -1 (one count, the narrowest width's) or a "
+                          f"divisor of base_channels {base_channels}, got {norm_groups}")
     factor = 2 ** (len(channel_mults) - 1)
     h, w = image_size
     if h % factor or w % factor:
