@@ -100,7 +100,7 @@ def train(
     Started by torchrun (``genforge train --nproc N``), each process calls this: rank 0 prepares the data
     and creates the run first, the others follow, and they train together (``train/distributed.py``).
     """
-    from genforge.io import atomic_write_text, remove_stale_temps
+    from genforge.io import atomic_write_json, atomic_write_text, load_module, load_tensors, remove_stale_temps
     from genforge.modalities import modality_of, prepare
     from genforge.runlock import RunLock
     from genforge.train import distributed
@@ -139,6 +139,15 @@ def train(
             modality_of(run.spec, run.path)  # an older run's spec brought up to date (in memory)
             if family is not None and family != run.config.family:
                 raise ConfigError(f"{out} is a '{run.config.family}' run; cannot resume it as '{family}'")
+            imported_without_data = not run.config.data.source
+            if data is not None and data != run.config.data.source:
+                if not imported_without_data:
+                    raise ConfigError(f"{out} trains on '{run.config.data.source}'; --resume keeps a run's data "
+                                      f"(start a new run for '{data}')")
+                run.config.data.source = data  # an imported run gets its data when it is first trained
+            if not run.config.data.source:
+                raise ConfigError(f"{out} was imported without data; give it some to train on: genforge train "
+                                  f"--out {out} --resume --data SOURCE --steps N")
             if steps is not None:
                 run.config.train.steps = steps
             for key, value in train_options.items():
@@ -147,6 +156,13 @@ def train(
             validate_train(run.config)
             with distributed.main_first(dist):
                 prepared = prepare(run.config.data.source, run.config.data, progress=progress and dist.main)
+            if imported_without_data:  # the model fixes the shape, vocabulary and classes; the data must fit them
+                from genforge.export.run_import import check_fits
+
+                check_fits(run.spec, prepared.spec, run.config.data.source)
+                run.spec = prepared.spec
+                if dist.main:
+                    atomic_write_json(run.path / "spec.json", run.spec.to_dict())
             if prepared.spec.to_dict() != run.spec.to_dict():
                 raise RunError(f"the data source '{run.config.data.source}' changed since {out} was created; resume needs the same data")
             check_scorable(run.config, run.spec)
@@ -155,8 +171,9 @@ def train(
                 remove_stale_temps(run.path)
                 remove_stale_temps(run.samples_dir)
             if not run.state_path.is_file() and log is not None and dist.main:
-                log(f"note: {out} has no checkpoint yet (it stopped before its first one); "
-                    f"training starts from step 0 with its saved config")
+                log(f"note: {out} has no checkpoint yet; training starts from step 0 with its imported weights"
+                    if run.model_path.is_file() else f"note: {out} has no checkpoint yet (it stopped before its "
+                    f"first one); training starts from step 0 with its saved config")
         else:
             with distributed.main_first(dist):  # the others open the run rank 0 created
                 if dist.main:
@@ -166,6 +183,8 @@ def train(
                 else:
                     run = Run.open(out)
         model = run.build_family(seed=run.config.train.seed)  # the same initial weights in every process
+        if resume and not run.state_path.is_file() and run.model_path.is_file():  # an imported model: fine-tune it
+            load_module(model, load_tensors(run.model_path), run.model_path)
         trainer = Trainer(run, model, prepared, progress=progress and dist.main, on_step=on_step, dist=dist)
         try:
             return trainer.fit(resume=resume)

@@ -304,10 +304,18 @@ def info(
     run: Path = typer.Argument(..., help="Run directory made by `genforge train`."),
     as_json: bool = typer.Option(False, "--json", help="Everything as JSON, with each capability's options, "
                                  "defaults and ranges."),
+    card: bool = typer.Option(False, "--card", help="Write the run's model card, RUN/README.md: family, "
+                              "architecture, data, training, latest evaluation beside the real data's, how to load "
+                              "it, intended use and limits - generated from the run."),
 ) -> None:
     """Show a run's family, data, size, progress, latest metrics and what it can do (its capabilities)."""
     from genforge.api import load
 
+    if card:
+        from genforge.export.run_export import write_card
+
+        typer.echo(f"wrote {write_card(run)}")
+        return
     about = load(run, device="cpu").describe()
     if as_json:
         typer.echo(json.dumps(about, indent=2, default=str))
@@ -331,6 +339,7 @@ def info(
         rows.append(("eval (latest)", f"step {latest['step']}, n={latest['n']}, "
                      f"{(latest.get('extractor') or {}).get('name', 'text')}"))
         rows += [(f"  {k}", f"{v:.5g}") for k, v in latest["metrics"].items()]
+    rows.append(("exports to", ", ".join(about["exports"]) or "-"))
     for name, capability in about["capabilities"].items():
         options = ", ".join(o["name"] for o in capability["settings"])
         rows.append((f"can {name}", f"{capability['summary']}" + (f" [{options}]" if options else "")))
@@ -338,6 +347,48 @@ def info(
     for k, v in rows:
         typer.echo(f"{k:<{width}}  {v}")
     typer.echo(f"{'model':<{width}}  " + ", ".join(f"{k}={v}" for k, v in about["config"]["model"].items()))
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="Run directory made by `genforge train` (or `genforge import`)."),
+    format: str = typer.Option(..., "--format", "-f", help="hf: a Hugging Face folder (transformers for transformer "
+                               "runs, a diffusers pipeline for diffusion runs); onnx: the networks the family samples "
+                               "with, for ONNX Runtime. `genforge info RUN` lists a run's formats."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (with a README.md model card)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+) -> None:
+    """Export a run to another tool's format: `genforge export runs/gpt --format hf --out exports/gpt`.
+
+    Needs the export extra: pip install 'genforge[export]' (transformers, diffusers, onnx, onnxruntime)."""
+    from genforge.export.run_export import export_run
+
+    folder, exported = export_run(run, format, out, overwrite=overwrite)
+    typer.echo(f"exported {run} as {exported.architecture} to {folder} ({len(exported.files) + 1} files, model card "
+               f"{folder / 'README.md'})")
+    for note in exported.notes:
+        typer.echo(f"note: {note}")
+
+
+@app.command("import")
+def import_cmd(
+    folder: Path = typer.Argument(..., help="A transformers GPT-2 or Llama folder, or a diffusers UNet2DModel "
+                                  "folder (safetensors weights)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="The data to fine-tune and evaluate it on (it must "
+                                       "fit the model: image size and channels, or the model's tokenizer). "
+                                       "Can also be given later: genforge train --out RUN --resume --data SOURCE."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Import a model made elsewhere as a genforge run, to sample it with genforge's samplers and fine-tune it
+    with genforge's trainer: `genforge import my-gpt2 --out runs/gpt2`."""
+    from genforge.export.run_import import import_folder
+
+    imported = import_folder(folder, out, data=data, progress=not quiet)
+    typer.echo(f"imported {folder} as a {imported.config.family} run in {out} "
+               f"({imported.num_parameters():,} parameters)")
+    typer.echo(f"sample it: genforge sample {out} -n 4; fine-tune it: genforge train --out {out} --resume "
+               + ("" if data else "--data SOURCE ") + "--steps N")
 
 
 @data_app.command("list")

@@ -106,6 +106,8 @@ def save_result(run_path: str | Path, result: dict) -> Path:
     """Add (or replace) ``result`` in the run's eval.json, atomically; other entries are kept."""
     results = load_results(run_path)
     stored = {k: v for k, v in result.items() if k != "reference_result"}
+    if result.get("reference_result"):  # the real data's scores beside it (a model card shows them as the floor)
+        stored["reference_metrics"] = result["reference_result"]["metrics"]
     results[result_key(stored)] = stored
     path = Path(run_path) / EVAL_FILE
     atomic_write_json(path, {"format": FORMAT, "latest": result_key(stored), "results": results})

@@ -25,6 +25,20 @@ from genforge.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 from genforge.errors import DataError
 from genforge.modalities.base import Modality, Prepared, ReportStyle
 
+# data.tokenizer "file:PATH": tokenize with that tokenizer.json as it is (an imported model's), never train one
+GIVEN_TOKENIZER = "file:"
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a given tokenizer file, which keys the data's cache entry; a one-line error when it is missing."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise DataError(f"data.tokenizer file {path} cannot be read ({e.strerror or e}); expected the tokenizer.json "
+                        "of the run the data is for") from None
+
 
 class TokenStreams(Modality):
     """What every modality of token streams shares: the cache layout (train.bin, val.bin, tokenizer.json),
@@ -97,13 +111,21 @@ class TextModality(TokenStreams):
         params = {"val_fraction": float(cfg.val_fraction), "tokenizer": cfg.tokenizer}
         if cfg.tokenizer == "bpe":  # a character vocabulary is whatever the text holds: no size to key on
             params["vocab_size"] = cfg.vocab_size
+        if cfg.tokenizer.startswith(GIVEN_TOKENIZER):  # a given tokenizer (an imported model's): keyed on its content
+            path = Path(cfg.tokenizer[len(GIVEN_TOKENIZER):])
+            params["tokenizer"] = GIVEN_TOKENIZER
+            params["tokenizer_sha256"] = file_digest(path)
+            params["tokenizer_path"] = str(path)
         return params
 
     def write(self, tmp: Path, source: Source, params: dict, progress: bool) -> dict:
         corpus = text.TextCorpus(source.canonical, self.source_root(source), self.source_files(source), progress)
         kind = params["tokenizer"]
-        # one progress display at a time: HF's BPE trainer draws its own bars while it reads the corpus
-        tokenizer = train_tokenizer(kind, corpus.texts(show_progress=kind != "bpe"), params.get("vocab_size"), progress)
+        if kind == GIVEN_TOKENIZER:
+            tokenizer = load_tokenizer(params["tokenizer_path"])
+        else:  # one progress display at a time: HF's BPE trainer draws its own bars while it reads the corpus
+            tokenizer = train_tokenizer(kind, corpus.texts(show_progress=kind != "bpe"), params.get("vocab_size"),
+                                        progress)
         tokenizer.save(tmp / "tokenizer.json")
         info = text.write_token_streams(corpus.documents, tokenizer, tmp, params["val_fraction"], progress,
                                         corpus.characters)

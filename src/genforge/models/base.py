@@ -104,6 +104,7 @@ class Model:
             "latest_eval": latest_result(self.run.path),
             "config": self.run.config.to_dict(),
             "capabilities": self.describe_capabilities(),
+            "exports": list(type(self.family).exports),
         }
 
     @property

@@ -1,0 +1,102 @@
+"""`genforge import DIR --out RUN`: a model made elsewhere becomes a genforge run, where it is exact.
+
+Each importer (``registry.IMPORTERS``) says whether it reads a folder and turns it into an ``Imported``: the
+family, its model config, the data it is for and the weights under the family's own names. This file makes the
+run from that: config.yaml, spec.json, the tokenizer and model.safetensors at step 0. The run samples at once;
+``genforge train --out RUN --resume --data SOURCE --steps N`` fine-tunes it with genforge's trainer (the
+trainer starts from model.safetensors when a run has no checkpoint yet).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from genforge.config import DataConfig, RunConfig, TrainConfig
+from genforge.errors import ExportError
+from genforge.export.registry import IMPORTERS, Imported
+
+IMPORTED_TOKENIZER = "file:{}"  # data.tokenizer of an imported token model: its own tokenizer.json, never retrained
+
+
+def read_folder(folder: str | Path) -> Imported:
+    """The model in ``folder`` as an ``Imported``, by the first importer that reads it; a one-line error otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"{folder} is not a folder; expected a transformers or diffusers model folder")
+    for name in IMPORTERS:
+        module = importlib.import_module(name)
+        if module.detect(folder):
+            return module.read(folder)
+    raise ExportError(f"{folder} holds no model genforge imports; expected a transformers GPT-2 or Llama folder "
+                      "(config.json + model.safetensors + tokenizer) or a diffusers UNet2DModel folder "
+                      "(model_index.json with unet/, or a UNet2DModel config.json + diffusion_pytorch_model.safetensors)")
+
+
+def import_folder(folder: str | Path, out: str | Path, *, data: str | None = None, progress: bool = True):
+    """Import the model in ``folder`` as a new genforge run in ``out`` (a ``Run``); with ``data``, the run's data
+    source (checked to fit the model, so the run can be fine-tuned and evaluated)."""
+    from genforge.io import save_tensors, unique_state, load_module
+    from genforge.runs import Run, complete_model_config
+
+    imported = read_folder(folder)
+    Run.check_free(out)
+    config = _config(imported, data)
+    spec = imported.spec
+    if data is not None:
+        spec = _fitting_spec(config, imported, data, progress)
+    complete_model_config(config, spec.kind)
+    run = Run.create(out, config, spec, imported.tokenizer)
+    if imported.tokenizer is not None:  # the run's data is tokenized with the model's own tokenizer
+        run.config.data.tokenizer = IMPORTED_TOKENIZER.format(run.tokenizer_path.resolve())
+        run.save_config()
+    family = run.build_family()
+    load_module(family, imported.tensors, Path(folder))
+    meta = {"family": config.family, "step": "0", "format": "genforge-model-1", "imported": imported.description}
+    save_tensors(unique_state(family), run.model_path, metadata=meta)
+    return run
+
+
+def _config(imported: Imported, data: str | None) -> RunConfig:
+    from genforge.families import get_family
+
+    family_cls = get_family(imported.family, imported.spec.kind)
+    data_cfg = DataConfig(source=data or "", **imported.data)
+    train = TrainConfig(**family_cls.train_defaults)
+    return RunConfig(family=imported.family, data=data_cfg, train=train, model=dict(imported.model))
+
+
+def _fitting_spec(config: RunConfig, imported: Imported, data: str, progress: bool):
+    """The prepared data's spec, when the imported model fits it (same item shape, vocabulary and classes)."""
+    from genforge.modalities import parse_source, prepare
+
+    kind = parse_source(data)[1].kind_of(config.data)
+    if kind is not None and kind != imported.spec.kind:  # before preparing it with settings meant for another kind
+        raise _misfit(data, "kind of data", imported.spec.kind, kind)
+    if imported.tokenizer is not None:  # prepare the data with the imported tokenizer (saved where prepare reads it)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "tokenizer.json"
+            imported.tokenizer.save(path)
+            config.data.tokenizer = IMPORTED_TOKENIZER.format(path)
+            prepared = prepare(data, config.data, progress=progress)
+    else:
+        prepared = prepare(data, config.data, progress=progress)
+    check_fits(imported.spec, prepared.spec, data)
+    return prepared.spec
+
+
+def check_fits(model_spec, data_spec, data: str) -> None:
+    """A one-line error when data of ``data_spec`` cannot train a model built for ``model_spec``."""
+    for what, mine, theirs in (("kind of data", model_spec.kind, data_spec.kind),
+                               ("item shape", tuple(model_spec.shape), tuple(data_spec.shape)),
+                               ("vocabulary size", model_spec.vocab_size, data_spec.vocab_size),
+                               ("number of classes", model_spec.num_classes, data_spec.num_classes)):
+        if mine != theirs:
+            raise _misfit(data, what, mine, theirs)
+
+
+def _misfit(data: str, what: str, model_has, data_has) -> ExportError:
+    return ExportError(f"the data '{data}' does not fit the imported model: its {what} is {data_has}, the model's "
+                       f"is {model_has}")
