@@ -1,4 +1,4 @@
-"""Imports flow one way: cli -> demo -> refine -> api -> models -> train / evaluate -> modalities -> runs ->
+"""Imports flow one way: cli -> serve -> export -> demo -> refine -> api -> models -> train / evaluate -> modalities -> runs ->
 families -> nets / sampling -> data -> config, errors, io. A module imports its own layer and the layers
 below, never above; no two modules import each other through any path; and every module imports on its
 own, in a fresh state."""
@@ -14,7 +14,7 @@ import genforge
 
 SRC = Path(genforge.__file__).parent
 # top first: each entry is the first name under genforge (a module or a package)
-LAYERS = [{"cli"}, {"serve"}, {"demo"}, {"refine"}, {"api"}, {"models"}, {"train", "evaluate"}, {"modalities"}, {"runs"},
+LAYERS = [{"cli"}, {"serve"}, {"export"}, {"demo"}, {"refine"}, {"api"}, {"models"}, {"train", "evaluate"}, {"modalities"}, {"runs"},
           {"families"}, {"nets", "sampling"}, {"data"},
           {"config", "errors", "io", "runlock", "launch", "draws", "progress"}]
 KNOWN_UPWARD: set[tuple[str, str]] = set()  # none: every edge points down

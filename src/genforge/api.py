@@ -157,7 +157,7 @@ def train(
             with distributed.main_first(dist):
                 prepared = prepare(run.config.data.source, run.config.data, progress=progress and dist.main)
             if imported_without_data:  # the model fixes the shape, vocabulary and classes; the data must fit them
-                from genforge.export.run_import import check_fits
+                from genforge.data.spec import check_fits
 
                 check_fits(run.spec, prepared.spec, run.config.data.source)
                 run.spec = prepared.spec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from genforge.errors import DataError
 
 KINDS = {"tokens": "token ids below a vocab_size", "image": "(C, H, W) images", "vector": "(D,) vectors",
          "table": "(D,) encoded table rows (DataSpec.table)", "waveform": "(C, L) waveforms (audio samples)"}
@@ -81,3 +82,15 @@ class DataSpec:
         d = dict(d)
         d["shape"] = tuple(d["shape"])
         return cls(**d)
+
+
+def check_fits(model_spec: DataSpec, data_spec: DataSpec, data: str) -> None:
+    """A one-line DataError when data of ``data_spec`` (from source ``data``) cannot train a model built for
+    ``model_spec`` (an imported model, whose shape, vocabulary and classes are fixed): the modality may differ."""
+    for what, mine, theirs in (("kind of data", model_spec.kind, data_spec.kind),
+                               ("item shape", tuple(model_spec.shape), tuple(data_spec.shape)),
+                               ("vocabulary size", model_spec.vocab_size, data_spec.vocab_size),
+                               ("number of classes", model_spec.num_classes, data_spec.num_classes)):
+        if mine != theirs:
+            raise DataError(f"the data '{data}' does not fit the imported model: its {what} is {theirs}, the "
+                            f"model's is {mine}")

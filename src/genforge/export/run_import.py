@@ -13,7 +13,8 @@ import importlib
 from pathlib import Path
 
 from genforge.config import DataConfig, RunConfig, TrainConfig
-from genforge.errors import ExportError
+from genforge.data.spec import check_fits
+from genforge.errors import DataError, ExportError
 from genforge.export.registry import IMPORTERS, Imported
 
 IMPORTED_TOKENIZER = "file:{}"  # data.tokenizer of an imported token model: its own tokenizer.json, never retrained
@@ -72,7 +73,8 @@ def _fitting_spec(config: RunConfig, imported: Imported, data: str, progress: bo
 
     kind = parse_source(data)[1].kind_of(config.data)
     if kind is not None and kind != imported.spec.kind:  # before preparing it with settings meant for another kind
-        raise _misfit(data, "kind of data", imported.spec.kind, kind)
+        raise DataError(f"the data '{data}' does not fit the imported model: its kind of data is {kind}, the model's "
+                        f"is {imported.spec.kind}")
     if imported.tokenizer is not None:  # prepare the data with the imported tokenizer (saved where prepare reads it)
         import tempfile
 
@@ -85,18 +87,3 @@ def _fitting_spec(config: RunConfig, imported: Imported, data: str, progress: bo
         prepared = prepare(data, config.data, progress=progress)
     check_fits(imported.spec, prepared.spec, data)
     return prepared.spec
-
-
-def check_fits(model_spec, data_spec, data: str) -> None:
-    """A one-line error when data of ``data_spec`` cannot train a model built for ``model_spec``."""
-    for what, mine, theirs in (("kind of data", model_spec.kind, data_spec.kind),
-                               ("item shape", tuple(model_spec.shape), tuple(data_spec.shape)),
-                               ("vocabulary size", model_spec.vocab_size, data_spec.vocab_size),
-                               ("number of classes", model_spec.num_classes, data_spec.num_classes)):
-        if mine != theirs:
-            raise _misfit(data, what, mine, theirs)
-
-
-def _misfit(data: str, what: str, model_has, data_has) -> ExportError:
-    return ExportError(f"the data '{data}' does not fit the imported model: its {what} is {data_has}, the model's "
-                       f"is {model_has}")
