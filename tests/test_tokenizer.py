@@ -367,3 +367,51 @@ def test_char_escaped_bytes_count_as_one_byte():
     assert [tok.token_bytes(i) for i in tok.encode(text)] == [b"c", b"a", b"f", b"\xe9", b" ", b"\xed", b"\xa0", b"\x80"]
     assert tok.decode_bytes(tok.encode(text + "\ud800")) == b"caf\xe9 \xed\xa0\x80" + "\ud800".encode("utf-8", "surrogatepass")
     assert tok.decode(tok.encode("\ud800a")) == "\ud800a"  # no escaped bytes: characters as they are, as before
+
+
+@pytest.fixture(scope="module")
+def foreign_bpe() -> BPETokenizer:
+    """A BPE laid out as GPT-2's: every byte and the merges first, end-of-text the last id, no FIM tokens."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.train_from_iterator(MIXED * 5, trainer=trainers.BpeTrainer(
+        vocab_size=290, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    hf.add_special_tokens([AddedToken(EOT, special=True)])
+    return BPETokenizer(hf, {EOT: 290})
+
+
+def test_a_bpe_carries_special_tokens_at_other_ids(foreign_bpe, tmp_path):
+    tok = foreign_bpe
+    assert tok.vocab_size == 291 and tok.eot_id == 290 and tok.special_ids == {EOT: 290} and tok.fim_ids() is None
+    assert tok.token_bytes(290) == b"" and tok.token_bytes(0) != b""  # id 0 is an ordinary byte here
+    text = f"a {EOT} b é"
+    ids = tok.encode(text)
+    assert 290 not in ids and tok.decode([290, *ids, 290]) == text and tok.decode_bytes([290, *ids]) == text.encode()
+    tok.save(tmp_path / "tokenizer.json")
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["specials"] == {EOT: 290}
+    again = load_tokenizer(tmp_path / "tokenizer.json")
+    assert again == tok and again.eot_id == 290 and again.fim_ids() is None and again.encode(text) == ids
+
+
+def test_bpe_special_tokens_must_be_where_the_tokenizer_has_them(foreign_bpe, bpe, tmp_path):
+    hf = foreign_bpe._hf
+    for specials, words in (({}, "needs the end-of-text token"), ({EOT: 12}, f"needs {re.escape(EOT)} at id 12"),
+                            ({EOT: 290, "<pad>": 3}, "special tokens are"),
+                            ({"a": 64, EOT: 290}, "special tokens are")):
+        with pytest.raises(DataError, match=words):
+            BPETokenizer(hf, specials)
+    with pytest.raises(DataError, match="all three fill-in-the-middle tokens"):
+        BPETokenizer(bpe._hf, {EOT: 0, FIM_PREFIX: 1})
+    layout = json.loads(foreign_bpe.to_dict()["hf_tokenizer"])
+    layout["added_tokens"][0]["special"] = False  # HF would decode it as text, where genforge drops it
+    with pytest.raises(DataError, match="to be a special token"):
+        BPETokenizer.from_dict({"type": "bpe", "specials": {EOT: 290}, "hf_tokenizer": json.dumps(layout)})
+    d = bpe.to_dict()
+    (tmp_path / "moved.json").write_text(json.dumps({**d, "specials": {EOT: 1}}))
+    with pytest.raises(DataError, match="corrupt") as e:
+        load_tokenizer(tmp_path / "moved.json")
+    assert "\n" not in str(e.value)

@@ -364,7 +364,7 @@ def export_cmd(
     from genforge.export.run_export import export_run
 
     folder, exported = export_run(run, format, out, overwrite=overwrite)
-    typer.echo(f"exported {run} as {exported.architecture} to {folder} ({len(exported.files) + 1} files, model card "
+    typer.echo(f"exported {run} as {exported.architecture} to {folder} ({len(exported.files)} files, model card "
                f"{folder / 'README.md'})")
     for note in exported.notes:
         typer.echo(f"note: {note}")

@@ -7,7 +7,8 @@ Two kinds, one small interface (``Tokenizer`` below):
   vocabulary, so it encodes any text, including text it never saw; fewer tokens per character.
 
 Both carry the same special tokens: ``<|endoftext|>`` (id 0) separates documents, and
-``<|fim_prefix|>``, ``<|fim_middle|>``, ``<|fim_suffix|>`` mark fill-in-the-middle examples.
+``<|fim_prefix|>``, ``<|fim_middle|>``, ``<|fim_suffix|>`` mark fill-in-the-middle examples (a BPE made
+elsewhere, such as an imported GPT-2's, has them at its own ids, the FIM tokens perhaps not at all).
 Special tokens exist only as ids: encoding text never produces them (the string "<|endoftext|>" in a
 user's file is ordinary characters), and decoding drops them.
 
@@ -24,7 +25,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 from genforge.errors import DataError
@@ -39,6 +40,7 @@ FIM_MIDDLE = "<|fim_middle|>"
 FIM_SUFFIX = "<|fim_suffix|>"
 FIM_TOKENS = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)
 SPECIAL_TOKENS = (EOT, *FIM_TOKENS)
+DEFAULT_SPECIAL_IDS = {name: i for i, name in enumerate(SPECIAL_TOKENS)}  # where genforge's BPE puts them
 MAX_CODE_POINT = 0x10FFFF
 MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte, plus the special tokens
 MAX_BPE_VOCAB = 2**32 - 1  # ids are stored as uint32 at most
@@ -301,6 +303,10 @@ def _char_bytes(code_point: int) -> bytes:
 class BPETokenizer:
     """Byte-level BPE (GPT-2 style) trained with HF ``tokenizers``; ids 0..3 are the special tokens.
 
+    A BPE made elsewhere (an imported model's: GPT-2 has ``<|endoftext|>`` at id 50256 and no FIM tokens)
+    carries its special tokens where it has them: ``specials`` maps their names to ids, end-of-text
+    required, the three FIM tokens all or none (``fim_ids()`` is None without them).
+
     Text is split into UTF-8 bytes before merging, so any Python string encodes, whatever its script,
     and decodes back exactly. An escaped byte U+DC80..U+DCFF (a byte of a file that is not UTF-8, see
     the module docstring) encodes to the single-byte token of that byte; other lone surrogates raise
@@ -312,10 +318,9 @@ class BPETokenizer:
 
     type: ClassVar[str] = "bpe"
 
-    def __init__(self, hf: "HFTokenizer"):
-        for i, name in enumerate(SPECIAL_TOKENS):
-            if hf.token_to_id(name) != i:
-                raise DataError(f"a BPE tokenizer needs {name} at id {i}, found id {hf.token_to_id(name)}")
+    def __init__(self, hf: "HFTokenizer", specials: Mapping[str, int] | None = None):
+        self._specials = dict(DEFAULT_SPECIAL_IDS if specials is None else specials)
+        _check_specials(hf, self._specials)
         # match special tokens' strings in text as ordinary bytes, never as the special ids
         # (not saved in HF's JSON, so set on every construction)
         hf.encode_special_tokens = True
@@ -353,14 +358,16 @@ class BPETokenizer:
 
     @property
     def eot_id(self) -> int:
-        return 0
+        return self._specials[EOT]
 
     @property
     def special_ids(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(SPECIAL_TOKENS)}
+        return dict(self._specials)
 
     def fim_ids(self) -> tuple[int, int, int] | None:
-        return 1, 2, 3
+        if FIM_PREFIX not in self._specials:
+            return None
+        return self._specials[FIM_PREFIX], self._specials[FIM_MIDDLE], self._specials[FIM_SUFFIX]
 
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0].tolist()
@@ -420,7 +427,8 @@ class BPETokenizer:
     def _token_bytes_table(self) -> list[bytes]:
         if self._id_bytes is None:
             table = _byte_level_decoder()
-            self._id_bytes = [b"" if i < len(SPECIAL_TOKENS) else bytes(table[c] for c in self._hf.id_to_token(i))
+            specials = set(self._specials.values())
+            self._id_bytes = [b"" if i in specials else bytes(table[c] for c in self._hf.id_to_token(i))
                               for i in range(self.vocab_size)]
         return self._id_bytes
 
@@ -452,10 +460,11 @@ class BPETokenizer:
             hf = HFTokenizer.from_str(d["hf_tokenizer"])
         except Exception as e:  # the Rust side raises plain Exception
             raise ValueError(f"'hf_tokenizer' is not a tokenizers JSON ({str(e).splitlines()[0] if str(e) else e!r})") from None
-        tokenizer = cls(hf)
-        if d.get("specials", tokenizer.special_ids) != tokenizer.special_ids:
-            raise ValueError(f"'specials' is {d['specials']!r}, expected {tokenizer.special_ids!r}")
-        return tokenizer
+        specials = d.get("specials")
+        if specials is not None and not (isinstance(specials, dict) and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in specials.values())):
+            raise ValueError(f"'specials' is {specials!r}, expected special token names -> integer ids")
+        return cls(hf, specials)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BPETokenizer":
@@ -465,7 +474,27 @@ class BPETokenizer:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, BPETokenizer) and self._hf.to_str() == other._hf.to_str()
+        return (isinstance(other, BPETokenizer) and self._specials == other._specials
+                and self._hf.to_str() == other._hf.to_str())
+
+
+def _check_specials(hf: "HFTokenizer", specials: dict[str, int]) -> None:
+    """DataError unless ``specials`` names end-of-text (and all three FIM tokens or none), each at the id the HF
+    tokenizer gives it, as a special token there: HF then drops it when decoding, as genforge's decode does."""
+    unknown = [name for name in specials if name not in SPECIAL_TOKENS]
+    if unknown:
+        raise DataError(f"a BPE tokenizer's special tokens are {', '.join(SPECIAL_TOKENS)}; got {', '.join(unknown)}")
+    if EOT not in specials:
+        raise DataError(f"a BPE tokenizer needs the end-of-text token {EOT}; its special tokens are "
+                        f"{', '.join(specials) or 'none'}")
+    if 0 < sum(name in specials for name in FIM_TOKENS) < len(FIM_TOKENS):
+        raise DataError(f"a BPE tokenizer has all three fill-in-the-middle tokens ({', '.join(FIM_TOKENS)}) or none")
+    added = hf.get_added_tokens_decoder()
+    for name, i in specials.items():
+        if hf.token_to_id(name) != i:
+            raise DataError(f"a BPE tokenizer needs {name} at id {i}, found id {hf.token_to_id(name)}")
+        if i not in added or not added[i].special:
+            raise DataError(f"a BPE tokenizer needs {name} (id {i}) to be a special token of its HF tokenizer")
 
 
 @functools.cache

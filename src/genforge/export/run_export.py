@@ -1,8 +1,9 @@
 """`genforge export RUN --format F --out DIR` and `genforge info RUN --card`: the dispatch, not the formats.
 
 The run's family declares the formats it exports to (``Family.exports``); ``registry.EXPORTERS`` names the code
-that writes each. The exporter fills a temporary folder, the model card is added, and the folder is moved into
-place in one rename (``folders.building``).
+that writes each. The exporter fills a temporary folder, the model card (README.md) and the run's own settings
+(genforge.json: what the other tool's files have no place for, such as sampling defaults) are added, and the
+folder is moved into place in one rename (``folders.building``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from genforge.errors import ConfigError, ExportError
 from genforge.export.card import CARD, model_card
 from genforge.export.folders import building, check_destination
 from genforge.export.registry import EXPORTERS, FORMATS, Exported
-from genforge.io import atomic_write_text
+from genforge.io import atomic_write_json, atomic_write_text
+
+SETTINGS = "genforge.json"  # beside every export: the run's config and data spec
+SETTINGS_FORMAT = "genforge-export-1"
 
 
 def exporter_for(model, format: str) -> Callable:
@@ -48,6 +52,10 @@ def export_run(run: str | Path, format: str, out: str | Path, *, overwrite: bool
     with building(out, overwrite) as tmp:
         exported = write(model, tmp)
         atomic_write_text(tmp / CARD, model_card(model, exported))
+        # the run's own settings (sampling defaults, the data it came from), which `genforge import` restores
+        atomic_write_json(tmp / SETTINGS, {"format": SETTINGS_FORMAT, "family": model.run.config.family,
+                                           "config": model.run.config.to_dict(), "spec": model.spec.to_dict()})
+    exported.files += [CARD, SETTINGS]
     return out, exported
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from genforge.config import DataConfig, RunConfig, TrainConfig
 from genforge.data.spec import check_fits
-from genforge.errors import DataError, ExportError
+from genforge.errors import DataError, ExportError, GenforgeError
 from genforge.export.registry import IMPORTERS, Imported
 
 IMPORTED_TOKENIZER = "file:{}"  # data.tokenizer of an imported token model: its own tokenizer.json, never retrained
@@ -40,7 +40,7 @@ def import_folder(folder: str | Path, out: str | Path, *, data: str | None = Non
     from genforge.io import save_tensors, unique_state, load_module
     from genforge.runs import Run, complete_model_config
 
-    imported = read_folder(folder)
+    imported = with_saved_settings(read_folder(folder), Path(folder))
     Run.check_free(out)
     config = _config(imported, data)
     spec = imported.spec
@@ -56,6 +56,36 @@ def import_folder(folder: str | Path, out: str | Path, *, data: str | None = Non
     meta = {"family": config.family, "step": "0", "format": "genforge-model-1", "imported": imported.description}
     save_tensors(unique_state(family), run.model_path, metadata=meta)
     return run
+
+
+def with_saved_settings(imported: Imported, folder: Path) -> Imported:
+    """``imported`` with the model settings of the genforge run it was exported from (the export's genforge.json:
+    sampling defaults and the exact schedule values, which the other tool's files do not hold), when that file is
+    there, is the same family and its settings build a model the weights fit name for name and shape for shape;
+    else ``imported`` as it is."""
+    import json
+
+    import torch
+
+    from genforge.data.spec import DataSpec
+    from genforge.export.run_export import SETTINGS, SETTINGS_FORMAT
+    from genforge.runs import build_family
+
+    try:
+        saved = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
+        if saved.get("format") != SETTINGS_FORMAT or saved.get("family") != imported.family:
+            return imported
+        model = {**imported.model, **saved["config"]["model"]}
+        config = RunConfig(family=imported.family, model=model)
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build_family(config, imported.spec).state_dict().items()}
+        DataSpec.from_dict(saved["spec"])  # readable, or the file is not what it says
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, GenforgeError):
+        return imported
+    if shapes != {k: tuple(v.shape) for k, v in imported.tensors.items()}:
+        return imported
+    imported.model = model
+    return imported
 
 
 def _config(imported: Imported, data: str | None) -> RunConfig:

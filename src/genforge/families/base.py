@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from genforge.config import Range
 from genforge.data.spec import KINDS, DataSpec
 from genforge.errors import ConfigError
 from genforge.families.capabilities import Plain, Settings, declare, offered
+
+if TYPE_CHECKING:
+    from genforge.families.sampling_nets import SamplingNet
 
 Phase = tuple[str, torch.Tensor, dict[str, float]]
 
@@ -122,6 +125,12 @@ class Family(nn.Module, abc.ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def sampling_nets(self) -> list[SamplingNet]:
+        """The networks this family's sampler runs, each with example inputs and what it computes, for ONNX export
+        (``genforge.export.onnx_export``); a family that declares "onnx" in ``exports`` lists them."""
+        raise ConfigError(f"the {self.name} family on {self.spec.describe_kind()} declares no ONNX export; "
+                          f"formats it exports: {', '.join(self.exports) or 'none'}")
 
     def setting_ranges(self) -> dict[str, Range]:
         """Ranges this model puts on its capabilities' options beyond their declared ones (a diffusion model:

@@ -225,6 +225,49 @@ class Diffusion(Family):
             return None
         return torch.full((x.shape[0],), self.null_label, dtype=torch.long, device=x.device)
 
+    def sampling_nets(self) -> list:
+        """The denoiser D(x, sigma[, label]) exactly as ``denoiser`` computes it for one batch (without guidance,
+        which mixes two calls), in traceable form: the timestep of sigma by ``grid_timestep``."""
+        from genforge.families.sampling_nets import (EXAMPLE_BATCH, example_labels, grid_timestep, log_sigma_grid,
+                                                     sampling_net)
+        from genforge.sampling.schedules import sigmas_from_alphas_cumprod
+
+        config, shape = self.config, self.spec.shape
+        log_grid = log_sigma_grid(self.alphas_cumprod).to(self.device)
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None):
+            abar = per_item(1 / (1 + sigma.float() ** 2), x)
+            x_t = x.float() * abar.sqrt()  # the VP input the network was trained on
+            out = self.net(x_t, grid_timestep(sigma.float(), log_grid), labels).float()
+            x0 = to_x0(config.prediction, out, x_t, abar, config.sigma_data)
+            return x0.clamp(-1, 1), x0
+
+        inputs = {"x": torch.randn(EXAMPLE_BATCH, *shape, device=self.device),
+                  "sigma": torch.tensor([0.5, 2.0], device=self.device)[:EXAMPLE_BATCH],
+                  **example_labels(self.num_classes, self.device)}
+        dims = ", ".join(map(str, shape))
+        labels = ""
+        if self.num_classes:
+            labels = (f" labels (B,) int64: a class in [0, {self.num_classes}), or {self.null_label} for the "
+                      f"unconditional model; classifier-free guidance w is the caller's mix of a labelled and an "
+                      f"unconditional call, clip(u + w (c - u), -1, 1) of their unclipped outputs, which is genforge's "
+                      f"guided estimate.")
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod.detach().cpu().double())  # as samplers take them
+        facts = {"timesteps": config.timesteps, "training_sigmas": train_sigmas.tolist(),
+                 "prediction": config.prediction, "sigma_data": config.sigma_data,
+                 "sampler": config.sampler, "spacing": config.spacing, "steps": config.sample_steps, "eta": config.eta,
+                 "guidance": config.guidance, "sampling_sigmas": self.sigmas().tolist()}
+        if self.num_classes:
+            facts["null_label"] = self.null_label
+        return [sampling_net(
+            "denoiser", denoise, self, inputs, ["denoised", "unclipped"],
+            f"x (B, {dims}) float32 noisy items in the variance-exploding view x = x0 + sigma * eps and sigma (B,) "
+            f"float32 noise levels >= 0 -> denoised (B, {dims}), the clean-item estimate clipped to [-1, 1], and "
+            f"unclipped, the same before clipping; a solver (DDIM, Euler, DPM-Solver++) starts from "
+            f"sqrt(1 + sampling_sigmas[0]^2) * N(0, I) and calls it at each level of sampling_sigmas but the final "
+            f"0 (onnx.json)." + labels,
+            facts=facts)]
+
     # ---- sampling -----------------------------------------------------------------------------
     def sigmas(self, steps: int | None = None, spacing: str | None = None) -> torch.Tensor:
         steps = self.config.sample_steps if steps is None else steps

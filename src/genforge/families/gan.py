@@ -255,6 +255,19 @@ class GAN(Family):
         with eval_mode(self):
             return self.generate(z.to(self.device), labels)
 
+    def sampling_nets(self) -> list:
+        """The generator as ``decode`` runs it: latents (and labels) -> images in [-1, 1]."""
+        from genforge.families.sampling_nets import EXAMPLE_BATCH, example_labels, label_note, sampling_net
+
+        latent = self.config.latent_dim
+        inputs = {"z": torch.randn(EXAMPLE_BATCH, latent, device=self.device),
+                  **example_labels(self.num_classes, self.device)}
+        shape = ", ".join(map(str, self.spec.shape))
+        summary = (f"z (B, {latent}) float32 latents drawn from N(0, I) -> images (B, {shape}) float32 in [-1, 1] "
+                   f"(tanh); truncation is the caller's: pass psi * z (psi in [0, 1]) for less variety, more typical "
+                   f"images." + label_note(self.num_classes, "pick each image's class"))
+        return [sampling_net("generator", self.generate, self, inputs, ["images"], summary)]
+
     def encode(self, images: torch.Tensor, label: Any = None, generator: torch.Generator | None = None,
                steps: int = 300, restarts: int = 4, lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor | None]:
         """GAN inversion: latents (B, latent_dim) whose images reproduce ``images`` (B, C, H, W) in [-1, 1].

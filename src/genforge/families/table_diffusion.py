@@ -167,6 +167,7 @@ class TableDiffusion(Family):
     Config = TableDiffusionConfig
     accepts = ("table",)
     capabilities = declare(sample=TableDiffusionSampling)
+    exports = ("onnx",)
     train_defaults = {
         "lr": 2e-3,  # TabDDPM's tuned runs: about 1e-3 to 2e-3, AdamW
         "weight_decay": 1e-4,
@@ -254,6 +255,26 @@ class TableDiffusion(Family):
             return min(self.config.sample_steps or timesteps, timesteps)
         check_steps(steps, timesteps)
         return steps
+
+    def sampling_nets(self) -> list:
+        """The denoiser MLP as ``draw`` calls it: a noised row and its timestep -> eps and x_0's logits."""
+        from genforge.families.sampling_nets import EXAMPLE_BATCH, sampling_net, span_layout
+
+        width, steps = self.spec.shape[0], self.steps_for(None)
+        sigmas = sampling_sigmas(self.alphas_cumprod, steps)
+        facts = {"spans": span_layout(self.spans), "timesteps": self.config.timesteps, "steps": steps,
+                 "alphas_cumprod": self.alphas_cumprod.tolist(), "sampling_sigmas": sigmas.tolist(),
+                 "sampling_timesteps": sigma_to_timestep(sigmas[:-1], self.alphas_cumprod).round().long().tolist()}
+        return [sampling_net(
+            "denoiser", self.net, self,
+            {"rows": torch.zeros(EXAMPLE_BATCH, width, device=self.device),
+             "t": torch.arange(EXAMPLE_BATCH, device=self.device) * (self.config.timesteps - 1)}, ["out"],
+            f"rows (B, {width}) float32 noised rows at timesteps t (B,) int64 in [0, {self.config.timesteps}): "
+            f"continuous entries sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one-hot groups the categories drawn so "
+            f"far -> out (B, {width}) float32: the noise eps on continuous entries, the logits of x_0's category on "
+            f"each group. genforge walks sampling_timesteps from uniform groups and N(0, I) noise: a DDPM step on "
+            f"the continuous entries, a draw from the multinomial posterior q(x_s | x_t, softmax(logits)) per group "
+            f"(Hoogeboom et al. 2021; table_diffusion.py).", facts=facts)]
 
     def draw(self, n: int, generator: torch.Generator | None, steps: int) -> torch.Tensor:
         """``n`` rows from the reverse chain in ``steps`` steps, every draw from ``generator``."""

@@ -175,6 +175,7 @@ class TableGAN(Family):
     Config = TableGANConfig
     accepts = ("table",)
     capabilities = declare(sample=TableSampling)
+    exports = ("onnx",)
     train_defaults = {
         "lr": 2e-4,
         "betas": (0.5, 0.9),  # both players, as CTGAN's Adam
@@ -294,6 +295,34 @@ class TableGAN(Family):
                 return self.draw(n, generator)
             first = next((c for c in where if condition_span(self.spans, c).kind == "category"), None)
             return draw_matching(lambda k: self.draw(k, generator, first), n, self.spans, where)
+
+    def sampling_nets(self) -> list:
+        """The generator as ``draw`` runs it, up to the draws: latents and the conditional vector -> each span's
+        values and categories' probabilities."""
+        from genforge.families.sampling_nets import (EXAMPLE_BATCH, sampling_net, span_layout, span_probabilities,
+                                                     spans_note)
+
+        latent, width = self.config.latent_dim, self.spec.shape[0]
+        inputs = {"z": torch.randn(EXAMPLE_BATCH, latent, device=self.device)}
+        condition = ""
+        if self.cond_width:  # a table with categorical columns conditions on one of their categories
+            entries = torch.arange(EXAMPLE_BATCH, device=self.device) % self.cond_width
+            inputs["cond"] = self.one_hot(entries)
+            condition = (f" and cond (B, {self.cond_width}) float32, one category of one categorical column, one-hot "
+                         f"(genforge picks a column uniformly, then a category as often as the training rows held it: "
+                         f"category_counts)")
+
+        def generate(z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+            return span_probabilities(self.generator(z if cond is None else torch.cat([z, cond], dim=1)), self.spans)
+
+        facts = {"spans": span_layout(self.spans),
+                 "conditions": [{"column": span.column, "offset": offset, "width": span.width}
+                                for span, offset in zip(self.category_spans, self.offsets)],
+                 "category_counts": self.category_counts.tolist()}
+        return [sampling_net(
+            "generator", generate, self, inputs, ["rows"],
+            f"z (B, {latent}) float32 latents from N(0, I){condition} -> rows (B, {width}) float32: continuous spans "
+            f"in [-1, 1], one-hot groups as probabilities." + spans_note(), facts=facts)]
 
     def draw(self, n: int, generator: torch.Generator | None, where: Condition | None = None) -> torch.Tensor:
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)

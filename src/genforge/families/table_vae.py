@@ -47,6 +47,7 @@ class TableVAE(Family):
     Config = TableVAEConfig
     accepts = ("table",)
     capabilities = declare(sample=TableSampling)
+    exports = ("onnx",)
     train_defaults = {
         "lr": 1e-3,
         "weight_decay": 1e-5,  # TVAE's l2scale
@@ -91,6 +92,20 @@ class TableVAE(Family):
             if not where:
                 return self.draw(n, generator)
             return draw_matching(lambda k: self.draw(k, generator), n, self.spans, where)
+
+    def sampling_nets(self) -> list:
+        """The decoder as ``draw`` runs it, up to the draws: latents -> each span's values and categories'
+        probabilities."""
+        from genforge.families.sampling_nets import (EXAMPLE_BATCH, sampling_net, span_layout, span_probabilities,
+                                                     spans_note)
+
+        latent, width = self.config.latent_dim, self.spec.shape[0]
+        return [sampling_net(
+            "decoder", lambda z: span_probabilities(self.decoder(z), self.spans), self,
+            {"z": torch.randn(EXAMPLE_BATCH, latent, device=self.device)}, ["rows"],
+            f"z (B, {latent}) float32 latents from N(0, I) -> rows (B, {width}) float32: continuous spans in [-1, 1] "
+            f"(the Gaussian's mean), one-hot groups as probabilities." + spans_note(),
+            facts={"spans": span_layout(self.spans)})]
 
     def draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)

@@ -27,7 +27,7 @@ from genforge.nets.transformer import GPT, MLPS, NORMS, POS_ENCODINGS, KVCache
 from genforge.sampling.code_stops import CODE_STOPS
 from genforge.sampling.tokens import Decoding
 
-END_OF_TEXT = 0  # the token id that separates documents
+END_OF_TEXT = 0  # the token id that separates documents in genforge's tokenizers (model.end_of_text)
 DEFAULT_MAX_NEW_TOKENS = 256
 # Called after each generation step with the (n, T + t) ids so far; returns which rows are finished.
 StopCallback = Callable[[torch.Tensor], "torch.Tensor | Sequence[bool]"]
@@ -54,6 +54,9 @@ class TransformerConfig:
     temperature: float = 0.8
     top_p: float = 1.0  # 1 keeps every token
     code_stop: str = "off"  # Python samples ending at top-level boundaries: off | trim | block | auto (code_stops.py)
+    # the token id that separates documents: genforge's tokenizers give it id 0; an imported model keeps its own
+    # (GPT-2's is 50256). Samples start from it and end at it.
+    end_of_text: int = END_OF_TEXT
 
 
 class Transformer(Family):
@@ -106,6 +109,33 @@ class Transformer(Family):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.net(idx)
+
+    def sampling_nets(self) -> list:
+        """A decoder with a key/value cache (``GPT.logits_with_past``): "forward" runs a prompt, "step" the tokens
+        after it, each returning the keys and values to continue from."""
+        from genforge.families.sampling_nets import EXAMPLE_BATCH, sampling_net
+
+        net, vocab, block = self.net, self.net.vocab_size, self.net.block_size
+        ids = torch.arange(EXAMPLE_BATCH * 3, device=self.device).view(EXAMPLE_BATCH, 3) % vocab
+        past = torch.randn(EXAMPLE_BATCH, net.n_layer, 2, net.n_head, 4, net.head_dim, device=self.device)
+        cache = f"(B, {net.n_layer} layers, 2 (keys, values), {net.n_head} heads, length, {net.head_dim}) float32"
+        scores = f"logits (B, T, {vocab}) float32, each position's next-token scores (before temperature)"
+        facts = {"vocab_size": vocab, "end_of_text": self.config.end_of_text, "block_size": block, "cache_layout": cache,
+                 "temperature": self.config.temperature, "top_p": self.config.top_p}
+        tokens = {"input_ids": {1: "sequence"}, "logits": {1: "sequence"}}
+        forward = sampling_net(
+            "forward", net.logits_with_past, self, {"input_ids": ids}, ["logits", "present"],
+            f"input_ids (B, T) int64 token ids below {vocab} -> {scores}, and present {cache}, the keys and values "
+            f"of the T tokens; a sampler runs the prompt through it (an unprompted one starts from the end-of-text id "
+            f"{self.config.end_of_text}), draws a token from the last position's logits and continues with step.",
+            axes={**tokens, "present": {4: "sequence"}}, facts=facts)
+        step = sampling_net(
+            "step", net.logits_with_past, self, {"input_ids": ids, "past": past}, ["logits", "present"],
+            f"input_ids (B, T) int64 new token ids and past {cache}, the keys and values of the P tokens before them "
+            f"(forward's or step's present) -> {scores}, and present with P + T entries; positions stay below "
+            f"{block}: past the context, crop to the last tokens and run forward again.",
+            axes={**tokens, "past": {4: "past"}, "present": {4: "total"}}, facts=facts)
+        return [forward, step]
 
     def optimizer_groups(self) -> dict[str, OptimizerGroup]:
         """Decay the weight matrices, the tied token embedding included: it is also the output head,
@@ -225,7 +255,7 @@ class Transformer(Family):
         stream = self.generate_stream(idx, max_new_tokens, generator, decoding,
                                       stop_at_end=stop_at_end, should_stop=should_stop)
         n, prompt_len = idx.shape
-        out = torch.full((n, prompt_len + max_new_tokens), END_OF_TEXT, dtype=torch.long, device=idx.device)
+        out = torch.full((n, prompt_len + max_new_tokens), self.config.end_of_text, dtype=torch.long, device=idx.device)
         out[:, :prompt_len] = idx
         for t, column in enumerate(stream, start=prompt_len):
             out[:, t] = column
@@ -310,6 +340,7 @@ class Transformer(Family):
         finished = torch.zeros(n, dtype=torch.bool, device=idx.device)
         has_content = torch.zeros(n, dtype=torch.bool, device=idx.device)
         penalised = decoding.penalised
+        end = self.config.end_of_text
         early_stop = stop_at_end or should_stop is not None
         if max_new_tokens == 0:
             return
@@ -320,11 +351,11 @@ class Transformer(Family):
             for t in range(prompt_len, total):
                 seen = out[:, :t] if penalised else None
                 token = decoding.next_token(logits[:, -1], generator, seen=seen)
-                token = token.masked_fill(finished, END_OF_TEXT)
+                token = token.masked_fill(finished, end)
                 out[:, t] = token
                 if stop_at_end:
-                    finished |= (token == END_OF_TEXT) & has_content
-                    has_content |= token != END_OF_TEXT
+                    finished |= (token == end) & has_content
+                    has_content |= token != end
                 if should_stop is not None:
                     finished |= torch.as_tensor(should_stop(out[:, : t + 1]), dtype=torch.bool, device=idx.device)
                 progress.tick(t + 1 - prompt_len, max_new_tokens)  # a run ending early stops short of the total
@@ -343,7 +374,7 @@ class Transformer(Family):
         """The (n, T) ids ``sample`` starts from: ``prompt`` (None: the end-of-text token) in every row."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"number of samples must be a positive integer, got {n!r}")
-        ids = self.prompt_ids([END_OF_TEXT] if prompt is None else prompt)
+        ids = self.prompt_ids([self.config.end_of_text] if prompt is None else prompt)
         if ids.dim() != 1:
             raise ConfigError(f"prompt must be a flat list of token ids, got shape {tuple(ids.shape)}")
         return ids.expand(n, -1)
@@ -379,5 +410,8 @@ def check_config(config: TransformerConfig, spec: DataSpec) -> None:
     check_choices(config, MODEL_CHOICES, "model.")
     if config.n_embd % config.n_head:
         raise ConfigError(f"model.n_embd ({config.n_embd}) must be divisible by model.n_head ({config.n_head})")
+    if not 0 <= config.end_of_text < spec.vocab_size:
+        raise ConfigError(f"model.end_of_text must be a token id below the vocabulary size {spec.vocab_size}, got "
+                          f"{config.end_of_text}")
     if config.pos == "rope" and (config.n_embd // config.n_head) % 2:
         raise ConfigError(f"model.pos=rope needs an even head size, got n_embd/n_head = {config.n_embd // config.n_head}")

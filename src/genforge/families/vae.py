@@ -339,6 +339,39 @@ class VAE(Family):
         self.reject_conditions(self.name, conditions)
         return self.decode(self.sample_latents(n, generator, label))
 
+    def sampling_nets(self) -> list:
+        """The decoder as ``decode`` runs it (latents -> the images shown), and, where the prior is more than
+        N(0, I), the prior of each class as a mixture a sampler draws latents from (``sample_latents``)."""
+        from genforge.families.sampling_nets import EXAMPLE_BATCH, example_labels, sampling_net
+
+        latent, shape = self.config.latent_dim, ", ".join(map(str, self.spec.shape))
+        shown = ("tanh of the Gaussian decoder's mean" if self.config.likelihood == "gaussian" else
+                 f"2 sigmoid(logits / T) - 1 of the Bernoulli decoder, its mode at T = 0; T = decoder_temperature = "
+                 f"{self.config.decoder_temperature}")
+        nets = [sampling_net(
+            "decoder", lambda z: self.mean_image(self.decoder(z)), self,
+            {"z": torch.randn(EXAMPLE_BATCH, latent, device=self.device)}, ["images"],
+            f"z (B, {latent}) float32 latents -> images (B, {shape}) float32 in [-1, 1], as genforge shows them "
+            f"({shown}); the decoder sees no labels: a class lives in the latent, through the prior.")]
+        if self.prior_means is None and self.learned_prior is None:
+            return nets  # the prior is N(0, I): the caller draws z itself
+
+        def prior(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            if self.learned_prior is not None:
+                return self.learned_prior.components(labels, labels.shape[0])
+            means = self.prior_means(labels).float()[:, None]  # N(m_y, I): one component of unit scale
+            return means, torch.zeros_like(means), torch.zeros_like(means[..., 0])
+
+        groups = self.num_classes or 1
+        which = (f"class ids in [0, {groups})" if self.num_classes else "zeros (one prior for a run without classes)")
+        nets.append(sampling_net(
+            "prior", prior, self, example_labels(groups, self.device), ["means", "log_scales", "log_weights"],
+            f"labels (B,) int64 {which} -> the prior p(z | label), a mixture of K diagonal Gaussians: means and "
+            f"log_scales (B, K, {latent}), log_weights (B, K) float32; a sampler picks k with probability "
+            f"exp(log_weights[k]), draws eps ~ N(0, I) and decodes z = means[k] + exp(log_scales[k]) * eps.",
+            facts={"components": max(1, self.config.prior_components)}))
+        return nets
+
     @torch.no_grad()
     def attribute_vector(self, images: torch.Tensor, labels: torch.Tensor | Sequence[Any], source_label: Any,
                          target_label: Any) -> torch.Tensor:

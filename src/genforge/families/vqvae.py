@@ -233,6 +233,25 @@ class VQVAE(Family):
                               f"to {int(indices.max())}")
         return self.decode(self.quantizer.lookup(indices.to(self.device, torch.long)))
 
+    def sampling_nets(self) -> list:
+        """The decoder from code grids, as ``decode_codes`` runs it: codebook lookup, decoder, the image shown."""
+        from genforge.families.sampling_nets import EXAMPLE_BATCH, sampling_net
+
+        h, w = self.code_grid
+        codes = torch.arange(EXAMPLE_BATCH * h * w, device=self.device).view(EXAMPLE_BATCH, h, w) % self.num_codes
+
+        def decode(codes: torch.Tensor) -> torch.Tensor:
+            # quantizer.lookup with permute for its movedim, whose ONNX symbolic writes a negative permutation
+            vectors = F.embedding(codes, self.quantizer.codebook).permute(0, 3, 1, 2)
+            return self.output_image(self.decoder_output(vectors))
+
+        return [sampling_net(
+            "decoder", decode, self, {"codes": codes}, ["images"],
+            f"codes (B, {h}, {w}) int64 code ids in [0, {self.num_codes}) -> images "
+            f"(B, {', '.join(map(str, self.spec.shape))}) float32 in [-1, 1]; the grids come from a prior over codes "
+            f"(a genforge transformer trained on this run's codes): a VQ-VAE has no prior of its own.",
+            facts={"code_grid": [h, w], "num_codes": self.num_codes})]
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor, label: Any = None,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:

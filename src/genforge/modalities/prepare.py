@@ -88,8 +88,10 @@ def check_config(cfg: DataConfig) -> None:
     check_rate(cfg.fim_rate)
     if isinstance(cfg.doc_starts, bool) or not isinstance(cfg.doc_starts, (int, float)) or not 0 <= cfg.doc_starts <= 1:
         raise ConfigError(f"data.doc_starts (--doc-starts) must be a number in [0, 1], got {cfg.doc_starts!r}")
-    if cfg.tokenizer not in TOKENIZER_TYPES:
-        raise ConfigError(f"data.tokenizer must be one of {', '.join(TOKENIZER_TYPES)}, got {cfg.tokenizer!r}")
+    if cfg.tokenizer not in TOKENIZER_TYPES and not (isinstance(cfg.tokenizer, str) and cfg.tokenizer.startswith("file:")
+                                                     and len(cfg.tokenizer) > len("file:")):
+        raise ConfigError(f"data.tokenizer must be one of {', '.join(TOKENIZER_TYPES)} or file:PATH (a tokenizer.json "
+                          f"to use as it is), got {cfg.tokenizer!r}")
     if not (is_int(cfg.vocab_size) and MIN_BPE_VOCAB <= cfg.vocab_size <= MAX_BPE_VOCAB):
         raise ConfigError(
             f"data.vocab_size must be an integer from {MIN_BPE_VOCAB} (256 bytes + special tokens) to {MAX_BPE_VOCAB}, "

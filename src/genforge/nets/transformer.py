@@ -7,7 +7,8 @@ key/value cache used for decoding. Three architecture options, each chosen in on
   rotates each head's queries and keys by their position instead (RoFormer, LLaMA), so attention scores
   depend on how far apart two tokens are, not where they sit.
 - ``norm``: ``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (no mean subtraction, no bias; LLaMA).
-- ``mlp``: ``"gelu"`` (4x wide, GPT-2) or ``"swiglu"`` (a gated SiLU unit, ``swiglu_hidden`` wide, LLaMA).
+- ``mlp``: ``"gelu"`` (4x wide, the exact erf GELU), ``"gelu_tanh"`` (the same with GELU's tanh approximation,
+  which GPT-2's released checkpoints use) or ``"swiglu"`` (a gated SiLU unit, ``swiglu_hidden`` wide, LLaMA).
 
 The defaults are GPT-2's; a model built with them has exactly the parameters and state-dict keys it
 had before these options existed, so old weights still load. Attention goes through
@@ -25,7 +26,7 @@ from torch import nn
 
 POS_ENCODINGS = ("learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "swiglu", "gelu_tanh")
 
 Rotation = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (T, head_dim)
 
@@ -133,6 +134,17 @@ class GPT(nn.Module):
             cache.length += T
         return logits
 
+    def logits_with_past(
+        self, idx: torch.Tensor, past: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoding with the keys and values passed in and out as tensors (``PastKV``), for exported graphs:
+        the logits (B, T, vocab_size) of ``idx`` (B, T) that follow the P tokens whose keys and values are
+        ``past`` (B, n_layer, 2, n_head, P, head_dim; None: P = 0), and ``present``, those of all P + T tokens
+        in the same layout. Positions P .. P + T - 1 must stay below ``block_size`` (the caller crops)."""
+        cache = PastKV(past)
+        pos = torch.arange(idx.shape[1], device=idx.device) + cache.length
+        return self.logits(idx, pos, cache), cache.present()
+
     def logits(self, idx: torch.Tensor, pos: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """The logits of tokens ``idx`` (B, T) that sit at positions ``pos`` (T,), without any Python-side
         bookkeeping: ``forward`` checks the length and advances ``cache.length`` around it.
@@ -169,7 +181,8 @@ class Block(nn.Module):
         self.ln_1 = make_norm(norm, n_embd, bias)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
         self.ln_2 = make_norm(norm, n_embd, bias)
-        self.mlp = SwiGLU(n_embd, dropout, bias) if mlp == "swiglu" else MLP(n_embd, dropout, bias)
+        self.mlp = SwiGLU(n_embd, dropout, bias) if mlp == "swiglu" else MLP(n_embd, dropout, bias,
+                                                                             tanh=mlp == "gelu_tanh")
 
     def forward(
         self,
@@ -250,16 +263,17 @@ def apply_rotary(x: torch.Tensor, rotation: Rotation) -> torch.Tensor:
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward, 4x wide with GELU (GPT-2)."""
+    """Position-wise feed-forward, 4x wide with GELU (GPT-2); ``tanh``: GELU's tanh approximation."""
 
-    def __init__(self, n_embd: int, dropout: float, bias: bool):
+    def __init__(self, n_embd: int, dropout: float, bias: bool, tanh: bool = False):
         super().__init__()
         self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
         self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
         self.drop = nn.Dropout(dropout)
+        self.approximate = "tanh" if tanh else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 def swiglu_hidden(n_embd: int) -> int:
@@ -355,6 +369,41 @@ class KVCache:
             return keys, values, {"attn_mask": self.slots[None, :] <= pos[:, None]}
         end = self.length + k.shape[2]
         return keys[:, :, :end], values[:, :, :end], causal_mask(k.shape[2], end, k.device)
+
+
+class PastKV:
+    """A key/value cache with no state between calls: the past comes in as one tensor and ``present`` goes out
+    as one, (B, n_layer, 2, n_head, length, head_dim), batch first so a caller can drop or reorder rows.
+
+    What an exported decoder needs: ``KVCache`` writes into a preallocated buffer and its eager mode picks the
+    attention mask with Python branches on lengths, which a traced graph would freeze at the example's sizes.
+    Here the keys are concatenated and the mask compares positions (a key at or before each query's position),
+    so one graph serves every batch size, past length and number of new tokens.
+    """
+
+    def __init__(self, past: torch.Tensor | None):
+        self.past = past
+        self.layers: list[torch.Tensor] = []
+
+    @property
+    def length(self) -> int:
+        """Tokens before this call's (P)."""
+        return 0 if self.past is None else self.past.shape[4]
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``KVCache.update``'s contract: this call's (B, heads, T, head_dim) keys and values at positions
+        ``pos`` (T,) -> the keys and values of every token so far and SDPA's mask arguments for them."""
+        if self.past is not None:
+            k = torch.cat([self.past[:, layer, 0].to(k.dtype), k], dim=2)
+            v = torch.cat([self.past[:, layer, 1].to(v.dtype), v], dim=2)
+        self.layers.append(torch.stack([k, v], dim=1))
+        keep = torch.arange(k.shape[2], device=k.device)[None, :] <= pos[:, None]
+        return k, v, {"attn_mask": keep}
+
+    def present(self) -> torch.Tensor:
+        return torch.stack(self.layers, dim=1)
 
 
 def flops_per_token(n_params: int, n_layer: int, n_head: int, head_dim: int, block_size: int) -> float:
