@@ -37,6 +37,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "edm-power-ema": ("EDM + power-function EMA (gamma 6.94)", [*EDM[:2], "train.ema_gamma=6.94"]),
     "wide": ("EDM, base_channels 24 (default 16)", [*EDM, "model.base_channels=24"]),
     "narrow": ("EDM, base_channels 12", [*EDM, "model.base_channels=12"]),
+    "edm-groups": ("EDM + one GroupNorm count for the whole UNet (norm_groups -1)", [*EDM, "model.norm_groups=-1"]),
+    "v": ("v-prediction, log-normal noise levels (exports to diffusers' DDPM/DDIM)",
+          ["model.prediction=v", "model.noise_sampling=lognormal", "train.ema_gamma=0"]),
+    "v-groups": ("v + one GroupNorm count for the whole UNet (norm_groups -1)",
+                 ["model.prediction=v", "model.noise_sampling=lognormal", "train.ema_gamma=0",
+                  "model.norm_groups=-1"]),
 }
 FEATURES = FEATURE_VIEWS
 
