@@ -84,9 +84,11 @@ def seconds_per_step(overrides: list[str]) -> float:
 
 def cost_keys(overrides: list[str]) -> list[str]:
     """The overrides that change a training step's cost: the network's shape (everything under model. but the
-    training recipe and the sampling defaults) and the batch size."""
+    training recipe, the sampling defaults and the GroupNorm group count, which changes neither parameters nor
+    work) and the batch size."""
     recipe = ("model.prediction", "model.noise_sampling", "model.noise_", "model.sigma_data", "model.loss_weighting",
-              "model.min_snr_gamma", "model.sampler", "model.sample_steps", "model.eta", "model.spacing")
+              "model.min_snr_gamma", "model.sampler", "model.sample_steps", "model.eta", "model.spacing",
+              "model.norm_groups")
     return [o for o in overrides if (o.startswith("model.") and not o.startswith(recipe))
             or o.startswith("train.batch_size")]
 
