@@ -437,7 +437,7 @@ def test_cache_key_follows_the_tokenizer(tmp_path, monkeypatch):
 
 def test_tokenizer_config_errors(tmp_path):
     (tmp_path / "a.txt").write_text("some text " * 20)
-    with pytest.raises(ConfigError, match="data.tokenizer must be one of char, bpe, got 'word'"):
+    with pytest.raises(ConfigError, match="data.tokenizer must be one of char, bpe or file:PATH .*, got 'word'"):
         prepare(f"text:{tmp_path / 'a.txt'}", DataConfig(tokenizer="word"), progress=False)
     for bad in (100, 259, 2**32, "big", True):
         with pytest.raises(ConfigError, match="data.vocab_size must be an integer from 260"):
