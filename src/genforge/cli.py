@@ -360,7 +360,7 @@ def export_cmd(
 ) -> None:
     """Export a run to another tool's format: `genforge export runs/gpt --format hf --out exports/gpt`.
 
-    Needs the export extra: pip install 'genforge[export]' (transformers, diffusers, onnx, onnxruntime)."""
+    Needs the export extra: pip install 'genforge\\[export]' (transformers, diffusers, onnx, onnxruntime)."""
     from genforge.export.run_export import export_run
 
     folder, exported = export_run(run, format, out, overwrite=overwrite)
