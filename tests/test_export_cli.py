@@ -140,12 +140,21 @@ def test_export_import_round_trip_samples_alike_and_fine_tunes(gpt_run, text_fil
     assert json.loads(invoke("info", imported, "--json"))["step"] == 2
 
 
-def test_import_with_data_checks_that_it_fits(gpt_run, tmp_path):
+def test_import_with_data_checks_that_it_fits(gpt_run, text_file, tmp_path):
     out = tmp_path / "export"
     invoke("export", gpt_run, "--format", "hf", "--out", out)
     line = one_error_line(run_main("import", out, "--out", tmp_path / "imported", "--data", "digits"))
     assert "does not fit the imported model" in line
     assert not (tmp_path / "imported").exists()
+    other = tmp_path / "other.txt"
+    other.write_text("text with letters the model never saw: xyz QJK\n" * 20, encoding="utf-8")
+    line = one_error_line(run_main("import", out, "--out", tmp_path / "imported", "--data", f"text:{other}", "-q"))
+    assert "not in the tokenizer's vocabulary" in line
+    assert not (tmp_path / "imported").exists()
+    invoke("import", out, "--out", tmp_path / "imported", "--data", f"text:{text_file}")
+    config = genforge.api.Run.open(tmp_path / "imported").config
+    assert config.data.source == f"text:{text_file}"
+    assert config.data.tokenizer == f"file:{(tmp_path / 'imported' / 'tokenizer.json').resolve()}"
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ and what it is for and not for.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -69,8 +70,6 @@ def _title(about: dict, exported: Exported | None) -> list[str]:
 
 
 def _run_name(about: dict) -> str:
-    from pathlib import Path
-
     return Path(about["run"]).name or "genforge run"
 
 

@@ -18,6 +18,7 @@ from genforge.errors import DataError, ExportError, GenforgeError
 from genforge.export.registry import IMPORTERS, Imported
 
 IMPORTED_TOKENIZER = "file:{}"  # data.tokenizer of an imported token model: its own tokenizer.json, never retrained
+TOKENIZER = "tokenizer.json"  # where a run keeps it (Run.tokenizer_path)
 
 
 def read_folder(folder: str | Path) -> Imported:
@@ -41,16 +42,14 @@ def import_folder(folder: str | Path, out: str | Path, *, data: str | None = Non
     from genforge.runs import Run, complete_model_config
 
     imported = with_saved_settings(read_folder(folder), Path(folder))
+    out = Path(out)
     Run.check_free(out)
-    config = _config(imported, data)
+    config = _config(imported, data, out)
     spec = imported.spec
     if data is not None:
-        spec = _fitting_spec(config, imported, data, progress)
+        spec = _fitting_spec(config, imported, data, out, progress)
     complete_model_config(config, spec.kind)
     run = Run.create(out, config, spec, imported.tokenizer)
-    if imported.tokenizer is not None:  # the run's data is tokenized with the model's own tokenizer
-        run.config.data.tokenizer = IMPORTED_TOKENIZER.format(run.tokenizer_path.resolve())
-        run.save_config()
     family = run.build_family()
     load_module(family, imported.tensors, Path(folder))
     meta = {"family": config.family, "step": "0", "format": "genforge-model-1", "imported": imported.description}
@@ -88,32 +87,37 @@ def with_saved_settings(imported: Imported, folder: Path) -> Imported:
     return imported
 
 
-def _config(imported: Imported, data: str | None) -> RunConfig:
+def _config(imported: Imported, data: str | None, out: Path) -> RunConfig:
     from genforge.families import get_family
 
     family_cls = get_family(imported.family, imported.spec.kind)
     data_cfg = DataConfig(source=data or "", **imported.data)
+    if imported.tokenizer is not None:  # its data is tokenized with the model's own tokenizer, kept in the run
+        data_cfg.tokenizer = IMPORTED_TOKENIZER.format((out / TOKENIZER).resolve())
     train = TrainConfig(**family_cls.train_defaults)
     return RunConfig(family=imported.family, data=data_cfg, train=train, model=dict(imported.model))
 
 
-def _fitting_spec(config: RunConfig, imported: Imported, data: str, progress: bool):
-    """The prepared data's spec, when the imported model fits it (same item shape, vocabulary and classes)."""
+def _fitting_spec(config: RunConfig, imported: Imported, data: str, out: Path, progress: bool):
+    """The prepared data's spec, when the imported model fits it (same item shape, vocabulary and classes). A token
+    model's data is tokenized with its tokenizer, saved first where the run keeps it, so that this preparation and
+    the run's later ones (``--resume``) share one cache entry; a misfit leaves nothing behind."""
+    from genforge.io import ensure_dir
     from genforge.modalities import parse_source, prepare
 
     kind = parse_source(data)[1].kind_of(config.data)
     if kind is not None and kind != imported.spec.kind:  # before preparing it with settings meant for another kind
         raise DataError(f"the data '{data}' does not fit the imported model: its kind of data is {kind}, the model's "
                         f"is {imported.spec.kind}")
-    if imported.tokenizer is not None:  # prepare the data with the imported tokenizer (saved where prepare reads it)
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "tokenizer.json"
-            imported.tokenizer.save(path)
-            config.data.tokenizer = IMPORTED_TOKENIZER.format(path)
-            prepared = prepare(data, config.data, progress=progress)
-    else:
+    created = not out.exists()
+    if imported.tokenizer is not None:
+        imported.tokenizer.save(ensure_dir(out) / TOKENIZER)
+    try:
         prepared = prepare(data, config.data, progress=progress)
-    check_fits(imported.spec, prepared.spec, data)
+        check_fits(imported.spec, prepared.spec, data)
+    except BaseException:
+        (out / TOKENIZER).unlink(missing_ok=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return prepared.spec
